@@ -1,0 +1,218 @@
+/* mailsync--1.0.sql: install script of mailsync 1.0 */
+
+\echo Use "CREATE EXTENSION mailsync" to load this file. \quit
+
+-- Every name below is schema-qualified: CREATE EXTENSION runs with the
+-- installer's search_path, and nothing planted there may be picked up.
+
+------------------------------------------------------------------------
+-- The link catalog
+------------------------------------------------------------------------
+
+CREATE TABLE mailsync.links (
+	name				text PRIMARY KEY
+						CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9_]{1,40}$'),
+	legacy				pg_catalog.regclass NOT NULL,
+	current				pg_catalog.regclass NOT NULL,
+	direction			text NOT NULL
+						CHECK (direction OPERATOR(pg_catalog.=) ANY (ARRAY['both', 'up', 'down'])),
+	columns				pg_catalog.jsonb NOT NULL,
+	key					text[] NOT NULL,
+	legacy_key			text[] NOT NULL,
+	shared_sequence		pg_catalog.regclass,
+	replaced_default	pg_catalog.jsonb,
+	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	created_by			name NOT NULL
+);
+
+COMMENT ON TABLE mailsync.links IS
+	'One row a link: a legacy and a current table kept in sync by mailsync triggers';
+COMMENT ON COLUMN mailsync.links.columns IS
+	'The mapping, keyed by current-table column, with expressions normalised to schema-qualified SQL';
+COMMENT ON COLUMN mailsync.links.key IS
+	'Current-table key columns; legacy_key holds the legacy columns they map to';
+COMMENT ON COLUMN mailsync.links.shared_sequence IS
+	'The sequence both key columns draw from, when the key has one';
+COMMENT ON COLUMN mailsync.links.replaced_default IS
+	'The key default that link replaced, restored by unlink';
+
+-- pg_dump carries the links; the triggers come with the tables they are on.
+SELECT pg_catalog.pg_extension_config_dump('mailsync.links', '');
+
+-- Table owners link through mailsync.link, which writes this table as the
+-- extension's owner; nobody else may change it.
+REVOKE ALL ON mailsync.links FROM PUBLIC;
+GRANT SELECT ON mailsync.links TO PUBLIC;
+
+CREATE FUNCTION mailsync._links_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'mailsync_links_changed'
+LANGUAGE C;
+
+COMMENT ON FUNCTION mailsync._links_changed() IS
+	'Internal: tells every backend to rebuild its cached links';
+
+CREATE TRIGGER links_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON mailsync.links
+	FOR EACH STATEMENT EXECUTE FUNCTION mailsync._links_changed();
+
+------------------------------------------------------------------------
+-- Linking
+------------------------------------------------------------------------
+
+CREATE FUNCTION mailsync.sync_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'mailsync_sync_trigger'
+LANGUAGE C;
+
+COMMENT ON FUNCTION mailsync.sync_trigger() IS
+	'The trigger mailsync.link puts on linked tables: mirrors each write on the other table';
+
+CREATE FUNCTION mailsync.link(
+	name			text,
+	legacy			pg_catalog.regclass,
+	current			pg_catalog.regclass,
+	columns			pg_catalog.jsonb,
+	key				text[] DEFAULT NULL,
+	direction		text DEFAULT 'both',
+	backfill		boolean DEFAULT false,
+	share_sequence	boolean DEFAULT true)
+RETURNS void
+AS 'MODULE_PATHNAME', 'mailsync_link'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync.link(text, pg_catalog.regclass, pg_catalog.regclass, pg_catalog.jsonb, text[], text, boolean, boolean) IS
+	'Link a legacy and a current table: validate the mapping, install the sync triggers, record the link';
+
+CREATE FUNCTION mailsync.unlink(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'mailsync_unlink'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync.unlink(text) IS
+	'Remove a link and its triggers; the rows of both tables stay as they are';
+
+CREATE FUNCTION mailsync._check_link(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'mailsync_check_link'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync._check_link(text) IS
+	'Internal: raise the first problem of a link''s stored definition';
+
+CREATE FUNCTION mailsync.status()
+RETURNS TABLE (
+	name		text,
+	legacy		pg_catalog.regclass,
+	current		pg_catalog.regclass,
+	direction	text,
+	triggers_ok	boolean,
+	problem		text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	l			record;
+	t			record;
+	enabled		"char";
+	problems	text[];
+BEGIN
+	FOR l IN SELECT * FROM mailsync.links ORDER BY links.name LOOP
+		problems := '{}';
+		IF NOT EXISTS (SELECT FROM pg_class WHERE oid = l.legacy) THEN
+			problems := problems || format('legacy table (OID %s) no longer exists', l.legacy::oid);
+		END IF;
+		IF NOT EXISTS (SELECT FROM pg_class WHERE oid = l.current) THEN
+			problems := problems || format('current table (OID %s) no longer exists', l.current::oid);
+		END IF;
+
+		FOR t IN
+			SELECT s.role, s.tbl, 'mailsync_' || l.name || n.suffix AS tgname
+			FROM (VALUES ('legacy', l.legacy, l.direction IN ('both', 'up')),
+						 ('current', l.current, l.direction IN ('both', 'down')))
+				 AS s(role, tbl, needed),
+				 (VALUES (''), ('_truncate')) AS n(suffix)
+			WHERE s.needed AND EXISTS (SELECT FROM pg_class WHERE oid = s.tbl)
+		LOOP
+			SELECT tg.tgenabled INTO enabled
+			FROM pg_trigger tg
+			WHERE tg.tgrelid = t.tbl AND tg.tgname = t.tgname
+			  AND tg.tgfoid = 'mailsync.sync_trigger()'::regprocedure;
+			IF NOT FOUND THEN
+				problems := problems || format('trigger %s on %s table %s is missing', t.tgname, t.role, t.tbl);
+			ELSIF enabled = 'D' THEN
+				problems := problems || format('trigger %s on %s table %s is disabled', t.tgname, t.role, t.tbl);
+			ELSIF enabled = 'R' THEN
+				problems := problems || format('trigger %s on %s table %s fires only for replication', t.tgname, t.role, t.tbl);
+			END IF;
+		END LOOP;
+
+		name := l.name;
+		legacy := l.legacy;
+		current := l.current;
+		direction := l.direction;
+		triggers_ok := cardinality(problems) = 0;
+
+		IF triggers_ok THEN
+			BEGIN
+				PERFORM mailsync._check_link(l.name);
+			EXCEPTION WHEN OTHERS THEN
+				problems := problems || SQLERRM;
+			END;
+		END IF;
+		problem := NULLIF(array_to_string(problems, '; '), '');
+		RETURN NEXT;
+	END LOOP;
+END
+$$;
+
+COMMENT ON FUNCTION mailsync.status() IS
+	'One row a link: its tables, direction, whether its triggers are in place, and what is broken';
+
+------------------------------------------------------------------------
+-- UUIDs for credential rows
+------------------------------------------------------------------------
+
+CREATE FUNCTION mailsync.uuid_v4()
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'mailsync_uuid_v4'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+
+COMMENT ON FUNCTION mailsync.uuid_v4() IS
+	'A random (version 4) UUID from the kernel''s random bytes';
+
+CREATE FUNCTION mailsync.uuid_v7()
+RETURNS uuid
+AS 'MODULE_PATHNAME', 'mailsync_uuid_v7'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+
+COMMENT ON FUNCTION mailsync.uuid_v7() IS
+	'A time-ordered (version 7, RFC 9562) UUID, increasing within a session';
+
+CREATE FUNCTION mailsync.uuid_time(uuid)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'mailsync_uuid_time'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION mailsync.uuid_time(uuid) IS
+	'The time stamp inside a version 1, 6 or 7 UUID; NULL for other versions';
+
+CREATE FUNCTION mailsync.uuid_immutable()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'mailsync_uuid_immutable'
+LANGUAGE C;
+
+COMMENT ON FUNCTION mailsync.uuid_immutable() IS
+	'The trigger ensure_uuid(..., immutable => true) adds: rejects a change of a uuid once given';
+
+CREATE PROCEDURE mailsync.ensure_uuid(
+	tbl			pg_catalog.regclass,
+	col			name DEFAULT 'uuid',
+	batch_size	integer DEFAULT 10000,
+	immutable	boolean DEFAULT false,
+	generator	text DEFAULT 'v7')
+AS 'MODULE_PATHNAME', 'mailsync_ensure_uuid'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE mailsync.ensure_uuid(pg_catalog.regclass, name, integer, boolean, text) IS
+	'Give every row of a table a uuid: add the column, default, fill in batches, NOT NULL, unique, optionally immutable';

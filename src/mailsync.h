@@ -1,0 +1,137 @@
+/*-------------------------------------------------------------------------
+ *
+ * mailsync.h
+ *	  Shared declarations of the mailsync extension.
+ *
+ * A link pairs a legacy (v1) table with its refactored current (v2) table.
+ * Its definition lives in mailsync.links; compiled, it is an MsLinkDef: for
+ * each direction (up = legacy -> current, down = current -> legacy) the
+ * target columns it writes, the SQL expression over the source row that
+ * gives each of them, and the key that pairs the rows.  The same compiled
+ * definition feeds the row triggers, the link-time backfill and, later,
+ * the set-based paths, so a value is never mapped two ways.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MAILSYNC_H
+#define MAILSYNC_H
+
+#include "postgres.h"
+
+#include "access/attnum.h"
+#include "nodes/bitmapset.h"
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+#include "utils/relcache.h"
+
+#include "compat.h"
+
+/* Directions, used as indexes into MsLinkDef.dir */
+#define MS_UP		0			/* legacy -> current */
+#define MS_DOWN		1			/* current -> legacy */
+
+/* Sides, used as indexes into per-table arrays: the source side of MS_UP */
+#define MS_LEGACY_SIDE	0
+#define MS_CURRENT_SIDE 1
+
+/* Longest link name: trigger names "mailsync_<name>_truncate" must fit */
+#define MS_MAX_LINK_NAME	40
+
+/* Table alias that target rows carry in generated statements */
+#define MS_TARGET_ALIAS		"ms_target"
+
+/*
+ * MsTarget: one column that a direction writes on its target table.
+ */
+typedef struct MsTarget
+{
+	char	   *column;			/* target column name, unquoted */
+	AttrNumber	attno;			/* its attribute number */
+	char	   *expr;			/* SQL expression over the source alias */
+	bool		reads_source;	/* does expr read any source column? */
+	bool		is_key;			/* is it a key column? */
+} MsTarget;
+
+/*
+ * MsDirection: everything one direction of a link needs to build SQL.
+ */
+typedef struct MsDirection
+{
+	bool		enabled;		/* does the link sync this way? */
+	Oid			src_relid;
+	Oid			dst_relid;
+	const char *src_alias;		/* "legacy" or "current" */
+	int			ntargets;
+	MsTarget   *targets;
+	Bitmapset  *src_attrs;		/* source attnos the expressions read */
+	int			nkeys;
+	AttrNumber *src_key;		/* source key attnos */
+	AttrNumber *dst_key;		/* target key attnos, same order */
+	Oid		   *key_eqop;		/* equality operator of each target key */
+} MsDirection;
+
+/*
+ * MsLinkDef: a validated, normalised link definition.
+ */
+typedef struct MsLinkDef
+{
+	char	   *name;
+	Oid			legacy;
+	Oid			current;
+	char	   *direction;		/* "both", "up" or "down" */
+	int			nkeys;
+	char	  **key;			/* current-side key column names */
+	char	  **legacy_key;		/* legacy-side key column names */
+	Jsonb	   *columns;		/* normalised mapping, as stored */
+	MsDirection dir[2];			/* MS_UP, MS_DOWN */
+} MsLinkDef;
+
+/* mailsync.c */
+extern void _PG_init(void);
+
+/* util.c */
+extern void MsPushPinnedPath(void);
+extern void MsPopPinnedPath(void);
+extern char *MsQualifiedRelName(Oid relid);
+extern char *MsRelDisplayName(Oid relid);
+extern Oid	MsExtensionOwner(void);
+extern Oid	MsLinksRelid(bool missing_ok);
+extern void MsCheckNotNullArg(FunctionCallInfo fcinfo, int argno,
+							  const char *argname, const char *funcname);
+extern void MsCheckTableOwner(Oid relid);
+extern void MsSpiExec(const char *sql, int expected);
+extern void MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes,
+							  Datum *values, const char *nulls, int expected);
+extern void MsSpiExecRetryLock(const char *sql, int expected);
+extern char *MsLockTimeoutValue(void);
+
+/* mapping.c */
+extern MsLinkDef *MsCompileLink(const char *name, Relation legacy,
+								Relation current, Jsonb *columns,
+								List *key, const char *direction);
+extern void MsCheckLinkName(const char *name);
+extern void MsCheckDirection(const char *direction);
+extern void MsCheckLinkableTable(Relation rel, const char *role);
+extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
+
+/* sqlgen.c */
+extern char *MsRowSourceClause(const MsDirection *d, Relation src);
+extern char *MsTableSourceClause(const MsDirection *d);
+extern char *MsSqlUpsert(const MsDirection *d, const char *from,
+						 bool update_existing);
+extern char *MsSqlUpdate(const MsDirection *d, const char *from,
+						 int first_key_param);
+extern char *MsSqlDelete(const MsDirection *d, int first_key_param);
+extern char *MsSqlTruncate(const MsDirection *d);
+extern char *MsTriggerName(const char *link, bool truncate);
+
+/* sync.c */
+extern void MsSyncInit(void);
+extern void MsGuardPush(const char *link);
+extern void MsGuardPop(void);
+
+/* uuid.c */
+extern void MsUuidV7Bytes(unsigned char *out);
+extern void MsUuidV4Bytes(unsigned char *out);
+
+#endif							/* MAILSYNC_H */

@@ -1,0 +1,271 @@
+/*-------------------------------------------------------------------------
+ *
+ * util.c
+ *	  Small helpers shared by every part of mailsync: the pinned search
+ *	  path, names for SQL and for messages, argument and ownership checks,
+ *	  and SPI execution with consistent error reporting.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/errcodes.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "mailsync.h"
+
+/*
+ * The search path every generated statement is parsed, planned and run
+ * with: pg_catalog alone, and no temporary schema at all.  Expressions are
+ * deparsed under the same path, so whatever is not in pg_catalog is
+ * schema-qualified in their text and nothing a session plants elsewhere
+ * can capture a name.
+ */
+static OverrideSearchPath pinned_path = {NIL, true, false, 0};
+
+/* Retries of a DDL statement that hit lock_timeout */
+#define MS_LOCK_RETRIES		8
+
+/*
+ * MsPushPinnedPath makes the pinned search path active until the matching
+ * MsPopPinnedPath.  A (sub)transaction abort pops it by itself.
+ */
+void
+MsPushPinnedPath(void)
+{
+	PushOverrideSearchPath(&pinned_path);
+}
+
+/*
+ * MsPopPinnedPath ends the pinned search path pushed by MsPushPinnedPath.
+ */
+void
+MsPopPinnedPath(void)
+{
+	PopOverrideSearchPath();
+}
+
+/*
+ * MsQualifiedRelName returns the schema-qualified, quoted name of a
+ * relation, for use in SQL text.
+ */
+char *
+MsQualifiedRelName(Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation with OID %u does not exist", relid)));
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  relname);
+}
+
+/*
+ * MsRelDisplayName returns "schema.table" for messages.
+ */
+char *
+MsRelDisplayName(Oid relid)
+{
+	char	   *relname = get_rel_name(relid);
+
+	if (relname == NULL)
+		return psprintf("OID %u", relid);
+	return psprintf("%s.%s", get_namespace_name(get_rel_namespace(relid)),
+					relname);
+}
+
+/*
+ * MsExtensionOwner returns the role that owns the mailsync extension.
+ * Writes to mailsync.links are made as that role, so that table owners
+ * can link their tables without being granted write access to the catalog.
+ */
+Oid
+MsExtensionOwner(void)
+{
+	Oid			extoid = get_extension_oid("mailsync", false);
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for extension %u", extoid);
+	owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return owner;
+}
+
+/*
+ * MsLinksRelid returns the OID of the catalog table mailsync.links.
+ */
+Oid
+MsLinksRelid(bool missing_ok)
+{
+	Oid			nsp = get_namespace_oid("mailsync", missing_ok);
+	Oid			relid = InvalidOid;
+
+	if (OidIsValid(nsp))
+		relid = get_relname_relid("links", nsp);
+	if (!OidIsValid(relid) && !missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("catalog table mailsync.links does not exist"),
+				 errhint("Run CREATE EXTENSION mailsync in this database.")));
+	return relid;
+}
+
+/*
+ * MsCheckNotNullArg raises a clear error when a required argument of a
+ * non-strict SQL function is NULL.
+ */
+void
+MsCheckNotNullArg(FunctionCallInfo fcinfo, int argno, const char *argname,
+				  const char *funcname)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" of %s must not be null",
+						argname, funcname),
+				 errhint("Pass a value for \"%s\".", argname)));
+}
+
+/*
+ * MsCheckTableOwner raises 42501 unless the current user owns the table.
+ */
+void
+MsCheckTableOwner(Oid relid)
+{
+	if (!MsClassOwnercheck(relid, GetUserId()))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table \"%s\"", MsRelDisplayName(relid)),
+				 errhint("Run this as the owner of the table (for a link, of both tables) or as a superuser.")));
+}
+
+/*
+ * MsSpiExec runs one SQL statement through an open SPI connection and
+ * checks its result code.
+ */
+void
+MsSpiExec(const char *sql, int expected)
+{
+	MsSpiExecWithArgs(sql, 0, NULL, NULL, NULL, expected);
+}
+
+/*
+ * MsSpiExecWithArgs is MsSpiExec with typed parameters: values never go
+ * into SQL text.
+ */
+void
+MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes, Datum *values,
+				  const char *nulls, int expected)
+{
+	int			rc;
+
+	if (nargs > 0)
+		rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls,
+								   false, 0);
+	else
+		rc = SPI_execute(sql, false, 0);
+	if (rc != expected)
+		elog(ERROR, "SPI failed (%s) on: %s", SPI_result_code_string(rc), sql);
+}
+
+/*
+ * ms_try_exec_with_lock_timeout runs a statement in a subtransaction with
+ * lock_timeout set to mailsync.lock_timeout.  It returns false when the
+ * lock could not be had in time and retries remain; any other error, or
+ * the last timeout, is raised.  The subtransaction makes a timed-out
+ * attempt leave nothing behind.
+ */
+static bool
+ms_try_exec_with_lock_timeout(const char *sql, int expected, bool last_attempt)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool done = false;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		int			save_nestlevel = NewGUCNestLevel();
+
+		(void) set_config_option("lock_timeout", MsLockTimeoutValue(),
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		MsSpiExec(sql, expected);
+		AtEOXact_GUC(true, save_nestlevel);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		done = true;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE || last_attempt)
+			ReThrowError(edata);
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	return done;
+}
+
+/*
+ * MsSpiExecRetryLock runs a DDL statement that must not wait long for its
+ * lock: a DDL statement queued behind a long transaction would block every
+ * writer queued behind it.  It waits at most mailsync.lock_timeout, then
+ * retries with a growing pause.
+ */
+void
+MsSpiExecRetryLock(const char *sql, int expected)
+{
+	long		pause_ms = 100;
+
+	for (int attempt = 1;; attempt++)
+	{
+		if (ms_try_exec_with_lock_timeout(sql, expected,
+										  attempt >= MS_LOCK_RETRIES))
+			return;
+		ereport(NOTICE,
+				(errmsg("could not get the lock in time, retrying in %ld ms (attempt %d of %d)",
+						pause_ms, attempt + 1, MS_LOCK_RETRIES)));
+		pg_usleep(pause_ms * 1000L);
+		pause_ms = Min(pause_ms * 2, 5000);
+	}
+}
