@@ -18,10 +18,10 @@ PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
 DATA		= mailsync--$(EXTVERSION).sql
 
 REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid
-REGRESS_OPTS = --inputdir=. --outputdir=.
 
-ISOLATION	= concurrent_update
-ISOLATION_OPTS = --inputdir=. --outputdir=output_iso
+
+ISOLATION	= concurrent_update cache_invalidation
+ISOLATION_OPTS = --inputdir=. --outputdir=output_iso --load-extension=mailsync
 
 TAP_TESTS	= 1
 

@@ -39,6 +39,10 @@ COMMENT ON COLUMN mailsync.links.replaced_default IS
 -- pg_dump carries the links; the triggers come with the tables they are on.
 SELECT pg_catalog.pg_extension_config_dump('mailsync.links', '');
 
+-- Everyone may call mailsync's functions (each checks what it must) and
+-- read the catalog; the sync triggers read it in the writer's session.
+GRANT USAGE ON SCHEMA mailsync TO PUBLIC;
+
 -- Table owners link through mailsync.link, which writes this table as the
 -- extension's owner; nobody else may change it.
 REVOKE ALL ON mailsync.links FROM PUBLIC;

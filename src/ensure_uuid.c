@@ -124,6 +124,71 @@ ms_blank_sql(MsEnsure *s, const char *alias)
 }
 
 /*
+ * ms_has_unique_index tells whether a valid, non-partial unique index
+ * covers exactly the column.
+ */
+static bool
+ms_has_unique_index(MsEnsure *s)
+{
+	Relation	rel = table_open(s->relid, AccessShareLock);
+	AttrNumber	attno = get_attnum(s->relid, s->col);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index ind = idx->rd_index;
+
+		if (ind->indisunique && ind->indisvalid && ind->indnkeyatts == 1 &&
+			ind->indkey.values[0] == attno &&
+			RelationGetIndexPredicate(idx) == NIL)
+			found = true;
+		index_close(idx, AccessShareLock);
+		if (found)
+			break;
+	}
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * ms_ensure_no_duplicates refuses, before anything is changed, a column in
+ * which two rows share a value: a uuid is never regenerated, so only the
+ * DBA can decide which row keeps it.
+ */
+static void
+ms_ensure_no_duplicates(MsEnsure *s)
+{
+	if (get_attnum(s->relid, s->col) == InvalidAttrNumber || ms_has_unique_index(s))
+		return;
+
+	MsSpiExec(psprintf("SELECT pg_catalog.count(*), pg_catalog.min(v::pg_catalog.text) FROM "
+					   "(SELECT %s AS v FROM ONLY %s WHERE NOT %s "
+					   "GROUP BY %s HAVING pg_catalog.count(*) > 1) AS d",
+					   s->qcol, s->rel, ms_blank_sql(s, NULL), s->qcol),
+			  SPI_OK_SELECT);
+	{
+		bool		isnull;
+		int64		dups = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 1,
+													   &isnull));
+
+		if (dups > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg_plural("column \"%s\" of table \"%s\" has " INT64_FORMAT " value shared by more than one row",
+								   "column \"%s\" of table \"%s\" has " INT64_FORMAT " values shared by more than one row",
+								   dups, s->col, s->display, dups),
+					 errdetail("For example %s.",
+							   SPI_getvalue(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 2)),
+					 errhint("A uuid is never regenerated: decide which row keeps each value, set the others to NULL, then run ensure_uuid again.")));
+	}
+}
+
+/*
  * ms_ensure_column makes sure the column exists with a usable type and a
  * default for new rows.
  */
@@ -164,6 +229,7 @@ ms_ensure_column(MsEnsure *s)
 							 MS_UUID_TEXT_LEN)));
 	}
 	table_close(rel, AccessShareLock);
+	ms_ensure_no_duplicates(s);
 
 	if (attno == InvalidAttrNumber)
 	{
@@ -305,36 +371,6 @@ ms_ensure_not_null(MsEnsure *s)
 }
 
 /*
- * ms_has_unique_index tells whether a valid, non-partial unique index
- * covers exactly the column.
- */
-static bool
-ms_has_unique_index(MsEnsure *s)
-{
-	Relation	rel = table_open(s->relid, AccessShareLock);
-	AttrNumber	attno = get_attnum(s->relid, s->col);
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		found = false;
-
-	foreach(lc, indexes)
-	{
-		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
-		Form_pg_index ind = idx->rd_index;
-
-		if (ind->indisunique && ind->indisvalid && ind->indnkeyatts == 1 &&
-			ind->indkey.values[0] == attno &&
-			RelationGetIndexPredicate(idx) == NIL)
-			found = true;
-		index_close(idx, AccessShareLock);
-		if (found)
-			break;
-	}
-	table_close(rel, AccessShareLock);
-	return found;
-}
-
-/*
  * ms_ensure_unique makes the column unique, refusing to go on (and to
  * regenerate anything) when rows share a value.
  */
@@ -343,28 +379,6 @@ ms_ensure_unique(MsEnsure *s)
 {
 	if (ms_has_unique_index(s))
 		return;
-
-	MsSpiExec(psprintf("SELECT pg_catalog.count(*), pg_catalog.min(v::pg_catalog.text) FROM "
-					   "(SELECT %s AS v FROM ONLY %s WHERE %s IS NOT NULL "
-					   "GROUP BY %s HAVING pg_catalog.count(*) > 1) AS d",
-					   s->qcol, s->rel, s->qcol, s->qcol),
-			  SPI_OK_SELECT);
-	{
-		bool		isnull;
-		int64		dups = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, 1,
-													   &isnull));
-
-		if (dups > 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("column \"%s\" of table \"%s\" has " INT64_FORMAT " values shared by more than one row",
-							s->col, s->display, dups),
-					 errdetail("For example %s.",
-							   SPI_getvalue(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc, 2)),
-					 errhint("A uuid is never regenerated: decide which row keeps each value, set the others to NULL, then run ensure_uuid again.")));
-	}
 
 	MsSpiExecRetryLock(psprintf("CREATE UNIQUE INDEX ON %s (%s)", s->rel, s->qcol),
 					   SPI_OK_UTILITY);

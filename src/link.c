@@ -335,10 +335,12 @@ ms_backfill(MsLinkDef *def)
 			continue;
 		MsSpiExec(MsSqlUpsert(d, MsTableSourceClause(d), first), SPI_OK_INSERT);
 		ereport(NOTICE,
-				(errmsg("link \"%s\": copied " UINT64_FORMAT " rows from %s to %s",
-						def->name, SPI_processed,
-						MsRelDisplayName(d->src_relid),
-						MsRelDisplayName(d->dst_relid))));
+				(errmsg_plural("link \"%s\": copied " UINT64_FORMAT " row from %s to %s",
+							   "link \"%s\": copied " UINT64_FORMAT " rows from %s to %s",
+							   SPI_processed,
+							   def->name, SPI_processed,
+							   MsRelDisplayName(d->src_relid),
+							   MsRelDisplayName(d->dst_relid))));
 	}
 }
 
@@ -555,8 +557,8 @@ ms_restore_default(Oid legacy, Oid current, Oid seq, Jsonb *replaced)
 						   MsQualifiedRelName(relid), quote_identifier(col)),
 				  SPI_OK_UTILITY);
 	ereport(NOTICE,
-			(errmsg("key column \"%s\" of \"%s\" has its default from before the link again",
-					col, MsRelDisplayName(relid))));
+			(errmsg("key column \"%s\" of \"%s\" no longer draws from sequence \"%s\"; its default is what it was before the link",
+					col, MsRelDisplayName(relid), MsRelDisplayName(seq))));
 }
 
 /*
@@ -574,6 +576,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	Oid			rels[2];
 	Oid			seq;
 	Jsonb	   *replaced = NULL;
+	char	   *direction;
 	Oid			save_userid;
 	int			save_sec;
 
@@ -587,7 +590,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	MsPushPinnedPath();
 
 	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, "
-					  "shared_sequence::pg_catalog.oid, replaced_default "
+					  "shared_sequence::pg_catalog.oid, replaced_default, direction "
 					  "FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -608,14 +611,17 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 		if (!isnull)
 			replaced = DatumGetJsonbPCopy(d);
 	}
+	direction = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
 
 	for (int i = 0; i < 2; i++)
 		if (get_rel_name(rels[i]) != NULL)
 			MsCheckTableOwner(rels[i]);
 
+	/* the triggers are on the tables the link syncs from */
 	for (int i = 0; i < 2; i++)
 	{
-		if (get_rel_name(rels[i]) == NULL)
+		if (get_rel_name(rels[i]) == NULL ||
+			strcmp(direction, i == MS_LEGACY_SIDE ? "down" : "up") == 0)
 			continue;
 		for (int truncate = 0; truncate <= 1; truncate++)
 			MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",

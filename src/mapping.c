@@ -864,7 +864,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			i++;
 		}
 
-		for (int side = MS_LEGACY_SIDE; side <= MS_CURRENT_SIDE; side++)
+		for (int side = MS_CURRENT_SIDE; side >= MS_LEGACY_SIDE; side--)
 		{
 			AttrNumber *attnos = side == MS_LEGACY_SIDE ? leg_keys : cur_keys;
 			char	  **names = side == MS_LEGACY_SIDE ? def->legacy_key : def->key;

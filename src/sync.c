@@ -77,6 +77,7 @@ typedef struct MsRuntime
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
 	char	   *truncate_sql;
+	char	   *delete_all_sql; /* for a target the TRUNCATE itself holds open */
 	Datum	   *values;			/* scratch, nparams + nkeys */
 	char	   *nulls;
 } MsRuntime;
@@ -356,6 +357,26 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 	rt->delete = ms_prepare(MsSqlDelete(d, 1), rt->nkeys,
 							types + rt->nparams, rt->dst_owner);
 	rt->truncate_sql = MsSqlTruncate(d);
+	rt->delete_all_sql = psprintf("DELETE FROM ONLY %s", MsQualifiedRelName(d->dst_relid));
+}
+
+/*
+ * ms_truncate_sql returns the statement that empties the target of a
+ * TRUNCATE.  A table named in the same TRUNCATE (TRUNCATE legacy, current)
+ * is still open and cannot be truncated again; it is emptied already, and
+ * a DELETE of its (no) rows does the same without the error.
+ */
+static const char *
+ms_truncate_sql(MsRuntime *rt, Oid dst_relid)
+{
+	Relation	rel = RelationIdGetRelation(dst_relid);
+	bool		in_use;
+
+	if (!RelationIsValid(rel))
+		return rt->truncate_sql;
+	in_use = rel->rd_refcnt > 1;
+	RelationClose(rel);
+	return in_use ? rt->delete_all_sql : rt->truncate_sql;
 }
 
 /*
@@ -611,7 +632,8 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	rt = &e->rt[side];
 
 	if (truncate)
-		ms_propagate(e, rt, NULL, NULL, rt->truncate_sql);
+		ms_propagate(e, rt, NULL, NULL,
+					 ms_truncate_sql(rt, def->dir[side].dst_relid));
 	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 	{
 		ms_fill_params(rt, td->tg_trigslot);

@@ -86,10 +86,13 @@ char *
 MsRelDisplayName(Oid relid)
 {
 	char	   *relname = get_rel_name(relid);
+	Oid			nsp;
 
 	if (relname == NULL)
 		return psprintf("OID %u", relid);
-	return psprintf("%s.%s", get_namespace_name(get_rel_namespace(relid)),
+	nsp = get_rel_namespace(relid);
+	return psprintf("%s.%s",
+					isAnyTempNamespace(nsp) ? "pg_temp" : get_namespace_name(nsp),
 					relname);
 }
 
