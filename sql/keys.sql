@@ -54,7 +54,7 @@ SELECT shared_sequence FROM mailsync.links WHERE name = 'lists';
 -- a two-column key: rows pair on both columns, keys change on both sides
 CREATE TABLE ka.members (list_id integer, address text, role text NOT NULL,
 						 PRIMARY KEY (list_id, address));
-CREATE TABLE kb.members (list integer, email text, role text NOT NULL,
+CREATE TABLE kb.members (list integer NOT NULL, email text NOT NULL, role text NOT NULL,
 						 UNIQUE (list, email));
 SELECT mailsync.link('members', 'ka.members', 'kb.members',
 					 '{"list": "list_id", "email": "address", "role": "role"}',

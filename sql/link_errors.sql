@@ -17,10 +17,13 @@ CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
 CREATE FOREIGN TABLE e1.ft (id integer) SERVER files OPTIONS (filename '/dev/null');
 -- keys: none, partial, deferrable, on name only one side
 CREATE TABLE e2.nokey (id integer, name text);
-CREATE TABLE e2.partial (id integer, name text);
+CREATE TABLE e2.partial (id integer NOT NULL, name text);
 CREATE UNIQUE INDEX ON e2.partial (id) WHERE id > 0;
-CREATE TABLE e2.deferred (id integer UNIQUE DEFERRABLE, name text);
-CREATE TABLE e2.byname (id integer PRIMARY KEY, name text UNIQUE);
+CREATE TABLE e2.deferred (id integer NOT NULL UNIQUE DEFERRABLE, name text);
+CREATE TABLE e1.k (id integer PRIMARY KEY, code text NOT NULL);
+CREATE TABLE e2.k (id integer PRIMARY KEY, code text NOT NULL);
+CREATE TABLE e2.kuniq (id integer PRIMARY KEY, code text NOT NULL UNIQUE);
+CREATE TABLE e1.knull (id integer PRIMARY KEY, code text UNIQUE);
 -- columns that cannot be written, or must be
 CREATE TABLE e2.gen (id integer PRIMARY KEY, name text, upper_name text GENERATED ALWAYS AS (upper(name)) STORED);
 CREATE TABLE e2.ident (id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text);
@@ -153,9 +156,11 @@ INSERT INTO cases (what, sql) VALUES
 ('key is two-dimensional',
  $$SELECT mailsync.link('x', 'e1.t', 'e2.t', '{"id": "id"}', key => '{{id}}')$$),
 ('no unique index on the current key',
- $$SELECT mailsync.link('x', 'e1.t', 'e2.t', '{"id": "id", "name": "name"}', key => '{name}')$$),
+ $$SELECT mailsync.link('x', 'e1.k', 'e2.k', '{"id": "id", "code": "code"}', key => '{code}')$$),
 ('no unique index on the legacy key',
- $$SELECT mailsync.link('x', 'e1.t', 'e2.byname', '{"id": "id", "name": "name"}', key => '{name}')$$),
+ $$SELECT mailsync.link('x', 'e1.k', 'e2.kuniq', '{"id": "id", "code": "code"}', key => '{code}')$$),
+('a key column allows NULL',
+ $$SELECT mailsync.link('x', 'e1.knull', 'e2.kuniq', '{"id": "id", "code": "code"}', key => '{code}')$$),
 ('current has no primary key',
  $$SELECT mailsync.link('x', 'e1.t', 'e2.nokey', '{"id": "id"}')$$),
 ('only a partial unique index',
@@ -214,8 +219,8 @@ SELECT format(E'%s\n    %s', what, try(sql)) FROM (VALUES
 \pset format aligned
 \pset tuples_only off
 -- a current table may take part in another link on another key
-ALTER TABLE e1.t2 ADD UNIQUE (name);
-ALTER TABLE e2.t ADD UNIQUE (name);
+ALTER TABLE e1.t2 ADD UNIQUE (name), ALTER COLUMN name SET NOT NULL;
+ALTER TABLE e2.t ADD UNIQUE (name), ALTER COLUMN name SET NOT NULL;
 SELECT mailsync.link('ok2', 'e1.t2', 'e2.t', '{"id": "id", "name": "name"}', key => '{name}', direction => 'up');
 SELECT name, legacy, current, key FROM mailsync.links ORDER BY name;
 

@@ -870,6 +870,17 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			char	  **names = side == MS_LEGACY_SIDE ? def->legacy_key : def->key;
 
 			eqops[side] = palloc(sizeof(Oid) * def->nkeys);
+			for (int k = 0; k < def->nkeys; k++)
+				if (!TupleDescAttr(RelationGetDescr(rels[side]), attnos[k] - 1)->attnotnull)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+							 errmsg("key column \"%s\" of %s table \"%s\" allows NULL",
+									names[k], side_name[side],
+									MsRelDisplayName(RelationGetRelid(rels[side]))),
+							 errdetail("A row with a NULL key could not be found again on the other table."),
+							 errhint("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL, or link on NOT NULL columns.",
+									 MsQualifiedRelName(RelationGetRelid(rels[side])),
+									 quote_identifier(names[k]))));
 			if (!ms_find_key_index(rels[side], def->nkeys, attnos, eqops[side]))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
