@@ -124,31 +124,17 @@ ms_blank_sql(MsEnsure *s, const char *alias)
 }
 
 /*
- * ms_has_unique_index tells whether a valid, non-partial unique index
- * covers exactly the column.
+ * ms_has_unique_index tells whether a unique index covers exactly the
+ * column (the kind that link accepts as a key index).
  */
 static bool
 ms_has_unique_index(MsEnsure *s)
 {
 	Relation	rel = table_open(s->relid, AccessShareLock);
 	AttrNumber	attno = get_attnum(s->relid, s->col);
-	List	   *indexes = RelationGetIndexList(rel);
-	ListCell   *lc;
-	bool		found = false;
+	Oid			eqop;
+	bool		found = MsFindKeyIndex(rel, 1, &attno, &eqop);
 
-	foreach(lc, indexes)
-	{
-		Relation	idx = index_open(lfirst_oid(lc), AccessShareLock);
-		Form_pg_index ind = idx->rd_index;
-
-		if (ind->indisunique && ind->indisvalid && ind->indnkeyatts == 1 &&
-			ind->indkey.values[0] == attno &&
-			RelationGetIndexPredicate(idx) == NIL)
-			found = true;
-		index_close(idx, AccessShareLock);
-		if (found)
-			break;
-	}
 	table_close(rel, AccessShareLock);
 	return found;
 }

@@ -109,6 +109,8 @@ extern char *MsLockTimeoutValue(void);
 extern MsLinkDef *MsCompileLink(const char *name, Relation legacy,
 								Relation current, Jsonb *columns,
 								List *key, const char *direction);
+extern bool MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos,
+						   Oid *eqops);
 extern void MsCheckLinkName(const char *name);
 extern void MsCheckDirection(const char *direction);
 extern void MsCheckLinkableTable(Relation rel, const char *role);

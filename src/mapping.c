@@ -506,13 +506,13 @@ ms_check_writable(Relation rel, AttrNumber attno)
 }
 
 /*
- * ms_find_key_index looks for a unique index that ON CONFLICT can use as
+ * MsFindKeyIndex looks for a unique index that ON CONFLICT can use as
  * arbiter for exactly the given columns: valid, immediate, not partial, no
  * expressions.  It returns the equality operator of each key column in
  * eqops (in the order of attnos), or false when there is no such index.
  */
-static bool
-ms_find_key_index(Relation rel, int nkeys, const AttrNumber *attnos, Oid *eqops)
+bool
+MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos, Oid *eqops)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -881,7 +881,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 							 errhint("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL, or link on NOT NULL columns.",
 									 MsQualifiedRelName(RelationGetRelid(rels[side])),
 									 quote_identifier(names[k]))));
-			if (!ms_find_key_index(rels[side], def->nkeys, attnos, eqops[side]))
+			if (!MsFindKeyIndex(rels[side], def->nkeys, attnos, eqops[side]))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 						 errmsg("no unique index on %s table \"%s\" covers exactly the key (%s)",
