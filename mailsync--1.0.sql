@@ -135,7 +135,7 @@ BEGIN
 			FROM (VALUES ('legacy', l.legacy, l.direction IN ('both', 'up')),
 						 ('current', l.current, l.direction IN ('both', 'down')))
 				 AS s(role, tbl, needed),
-				 (VALUES (''), ('_truncate')) AS n(suffix)
+				 (VALUES ('_insert'), ('_update'), ('_delete'), ('_truncate')) AS n(suffix)
 			WHERE s.needed AND EXISTS (SELECT FROM pg_class WHERE oid = s.tbl)
 		LOOP
 			SELECT tg.tgenabled INTO enabled

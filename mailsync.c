@@ -28,6 +28,16 @@ PG_MODULE_MAGIC;
 /* mailsync.lock_timeout: how long a DDL step waits for its lock, in ms */
 static int	ms_lock_timeout_ms = 2000;
 
+/* mailsync.set_based: which path the sync triggers take */
+int			MsSetBased = MS_SET_BASED_AUTO;
+
+static const struct config_enum_entry set_based_options[] = {
+	{"auto", MS_SET_BASED_AUTO, false},
+	{"on", MS_SET_BASED_ON, false},
+	{"off", MS_SET_BASED_OFF, false},
+	{NULL, 0, false}
+};
+
 /*
  * MsLockTimeoutValue returns mailsync.lock_timeout as a lock_timeout
  * setting.
@@ -56,6 +66,17 @@ _PG_init(void)
 							NULL,
 							NULL,
 							NULL);
+	DefineCustomEnumVariable("mailsync.set_based",
+							 "Whether the sync triggers mirror a statement's rows in one set-based statement.",
+							 "auto: set-based for statements of many rows, row by row for the others; on, off: always, never.",
+							 &MsSetBased,
+							 MS_SET_BASED_AUTO,
+							 set_based_options,
+							 PGC_USERSET,
+							 0,
+							 NULL,
+							 NULL,
+							 NULL);
 	MarkGUCPrefixReserved("mailsync");
 
 	MsSyncInit();

@@ -27,14 +27,15 @@ ms_cluster_start "$work/cluster" "$port" || { echo "0 passed, 1 failed"; exit 1;
 passed=0
 failed=0
 
-# run_suite NAME MAKE-ARGS...: runs one suite, counts its results
+# run_suite NAME PGOPTIONS MAKE-ARGS...: runs one suite, counts its results
 run_suite() {
-	local name=$1
-	shift
+	local name=$1 options=$2
+	shift 2
 	local log="$work/$name.log" rc p f
 	ms_say "$name"
+	rm -f "$work/tree/regression.diffs" "$work/tree/output_iso/regression.diffs"
 	runuser -u postgres -- env PGHOST="$work/cluster/sock" PGPORT="$port" PGUSER=postgres \
-		make -C "$work/tree" -s installcheck "$@" >"$log" 2>&1
+		PGOPTIONS="$options" make -C "$work/tree" -s installcheck "$@" >"$log" 2>&1
 	rc=$?
 	if [ "$name" = tap ]; then
 		p=$(grep -cE '^ *ok [0-9]+' "$log")
@@ -64,9 +65,24 @@ run_suite() {
 	failed=$((failed + f))
 }
 
-run_suite regress ISOLATION= TAP_TESTS=
-run_suite isolation REGRESS= TAP_TESTS=
-run_suite tap REGRESS= ISOLATION= PROVE_FLAGS=-v
+# the regression suite twice: every statement set-based, then row by row;
+# both must give the same expected output
+run_suite regress-set-based "-c mailsync.set_based=on" ISOLATION= TAP_TESTS=
+run_suite regress-row-by-row "-c mailsync.set_based=off" ISOLATION= TAP_TESTS=
+run_suite isolation "" REGRESS= TAP_TESTS=
+run_suite tap "" REGRESS= ISOLATION= PROVE_FLAGS=-v
+
+# the benchmark at tiny sizes, so that it cannot rot (its figures mean nothing)
+ms_say "benchmark --quick"
+if MS_BENCH_NO_BUILD=1 bash "$MS_ROOT/bench/run.sh" --quick >"$work/bench.log" 2>&1; then
+	tail -n 12 "$work/bench.log"
+	echo "benchmark --quick: 1 passed, 0 failed"
+	passed=$((passed + 1))
+else
+	tail -n 30 "$work/bench.log"
+	echo "benchmark --quick: 0 passed, 1 failed"
+	failed=$((failed + 1))
+fi
 
 echo
 echo "$passed passed, $failed failed"

@@ -78,12 +78,12 @@ ALTER TABLE cb.t ALTER COLUMN b TYPE integer USING (b[0])::integer;
 SELECT name, triggers_ok, problem FROM mailsync.status() WHERE name = 'cache';
 
 -- triggers disabled, set to fire only for replication, or dropped by hand
-ALTER TABLE ca.t DISABLE TRIGGER mailsync_cache;
+ALTER TABLE ca.t DISABLE TRIGGER mailsync_cache_update;
 ALTER TABLE cb.t ENABLE REPLICA TRIGGER mailsync_cache_truncate;
 SELECT name, triggers_ok, problem FROM mailsync.status() WHERE name = 'cache';
-ALTER TABLE ca.t ENABLE TRIGGER mailsync_cache;
+ALTER TABLE ca.t ENABLE TRIGGER mailsync_cache_update;
 ALTER TABLE cb.t ENABLE TRIGGER mailsync_cache_truncate;
-DROP TRIGGER mailsync_cache ON cb.t;
+DROP TRIGGER mailsync_cache_insert ON cb.t;
 SELECT name, triggers_ok, problem FROM mailsync.status() WHERE name = 'cache';
 
 -- a linked table dropped: status() tells, unlink still cleans up

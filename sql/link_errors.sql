@@ -11,6 +11,8 @@ CREATE TABLE e2.t (id integer PRIMARY KEY, name text, flag boolean, n integer,
 CREATE VIEW e1.v AS SELECT * FROM e1.t;
 CREATE TABLE e1.parted (id integer PRIMARY KEY) PARTITION BY RANGE (id);
 CREATE SEQUENCE e1.seq;
+CREATE TABLE e1.parent (id integer PRIMARY KEY);
+CREATE TABLE e1.child () INHERITS (e1.parent);
 CREATE TEMP TABLE tmp_t (id integer PRIMARY KEY);
 CREATE EXTENSION file_fdw;
 CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
@@ -75,6 +77,10 @@ INSERT INTO cases (what, sql) VALUES
  $$SELECT mailsync.link('x', 'e1.v', 'e2.t', '{"id": "id"}')$$),
 ('legacy is partitioned',
  $$SELECT mailsync.link('x', 'e1.parted', 'e2.t', '{"id": "id"}')$$),
+('legacy has an inheritance child',
+ $$SELECT mailsync.link('x', 'e1.parent', 'e2.t', '{"id": "id"}')$$),
+('legacy inherits from a table',
+ $$SELECT mailsync.link('x', 'e1.child', 'e2.t', '{"id": "id"}')$$),
 ('legacy is a foreign table',
  $$SELECT mailsync.link('x', 'e1.ft', 'e2.t', '{"id": "id"}')$$),
 ('current is a temporary table',

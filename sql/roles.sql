@@ -64,6 +64,11 @@ GRANT INSERT ON rapp.canary TO PUBLIC;
 -- its own table, with a trigger that calls mailsync's trigger function
 -- under the link's trigger name: refused, nothing written to v2
 CREATE TABLE rapp.evil (id integer PRIMARY KEY, login text, kind text);
+CREATE TRIGGER mailsync_accounts_insert AFTER INSERT ON rapp.evil
+	REFERENCING NEW TABLE AS mailsync_new
+	FOR EACH STATEMENT EXECUTE FUNCTION mailsync.sync_trigger('accounts');
+SELECT try($$INSERT INTO rapp.evil VALUES (42, 'mallory', 'imap')$$);
+DROP TRIGGER mailsync_accounts_insert ON rapp.evil;
 CREATE TRIGGER mailsync_accounts AFTER INSERT ON rapp.evil
 	FOR EACH ROW EXECUTE FUNCTION mailsync.sync_trigger('accounts');
 SELECT try($$INSERT INTO rapp.evil VALUES (42, 'mallory', 'imap')$$);

@@ -346,11 +346,17 @@ ms_backfill(MsLinkDef *def)
 
 /*
  * ms_create_triggers puts the sync triggers on every table the link syncs
- * from.
+ * from: one per event, INSERT, UPDATE and DELETE with transition tables.
  */
 static void
 ms_create_triggers(MsLinkDef *def)
 {
+	static const char *const events[MS_NUM_EVENTS] = {
+		"INSERT ON %s REFERENCING NEW TABLE AS " MS_NEW_TABLE,
+		"UPDATE ON %s REFERENCING OLD TABLE AS " MS_OLD_TABLE " NEW TABLE AS " MS_NEW_TABLE,
+		"DELETE ON %s REFERENCING OLD TABLE AS " MS_OLD_TABLE,
+		"TRUNCATE ON %s"
+	};
 	char	   *arg = quote_literal_cstr(def->name);
 
 	for (int side = MS_UP; side <= MS_DOWN; side++)
@@ -360,14 +366,12 @@ ms_create_triggers(MsLinkDef *def)
 		if (!def->dir[side].enabled)
 			continue;
 		rel = MsQualifiedRelName(def->dir[side].src_relid);
-		MsSpiExec(psprintf("CREATE TRIGGER %s AFTER INSERT OR UPDATE OR DELETE ON %s "
-						   "FOR EACH ROW EXECUTE FUNCTION mailsync.sync_trigger(%s)",
-						   quote_identifier(MsTriggerName(def->name, false)), rel, arg),
-				  SPI_OK_UTILITY);
-		MsSpiExec(psprintf("CREATE TRIGGER %s AFTER TRUNCATE ON %s "
-						   "FOR EACH STATEMENT EXECUTE FUNCTION mailsync.sync_trigger(%s)",
-						   quote_identifier(MsTriggerName(def->name, true)), rel, arg),
-				  SPI_OK_UTILITY);
+		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
+			MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH STATEMENT "
+							   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
+							   quote_identifier(MsTriggerName(def->name, (MsEvent) ev)),
+							   psprintf(events[ev], rel), arg),
+					  SPI_OK_UTILITY);
 	}
 }
 
@@ -623,9 +627,9 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 		if (get_rel_name(rels[i]) == NULL ||
 			strcmp(direction, i == MS_LEGACY_SIDE ? "down" : "up") == 0)
 			continue;
-		for (int truncate = 0; truncate <= 1; truncate++)
+		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 			MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
-							   quote_identifier(MsTriggerName(name, truncate)),
+							   quote_identifier(MsTriggerName(name, (MsEvent) ev)),
 							   MsQualifiedRelName(rels[i])),
 					  SPI_OK_UTILITY);
 	}

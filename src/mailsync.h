@@ -40,6 +40,21 @@
 /* Table alias that target rows carry in generated statements */
 #define MS_TARGET_ALIAS		"ms_target"
 
+/* Names the sync triggers give their transition tables */
+#define MS_OLD_TABLE		"mailsync_old"
+#define MS_NEW_TABLE		"mailsync_new"
+
+/* The events a link has a trigger for, in the order of MsTriggerName */
+typedef enum MsEvent
+{
+	MS_EVENT_INSERT = 0,
+	MS_EVENT_UPDATE,
+	MS_EVENT_DELETE,
+	MS_EVENT_TRUNCATE
+} MsEvent;
+
+#define MS_NUM_EVENTS	4
+
 /*
  * MsTarget: one column that a direction writes on its target table.
  */
@@ -87,6 +102,14 @@ typedef struct MsLinkDef
 } MsLinkDef;
 
 /* mailsync.c */
+typedef enum MsSetBasedMode
+{
+	MS_SET_BASED_AUTO,
+	MS_SET_BASED_ON,
+	MS_SET_BASED_OFF
+} MsSetBasedMode;
+
+extern int	MsSetBased;
 extern void _PG_init(void);
 
 /* util.c */
@@ -119,13 +142,14 @@ extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
 /* sqlgen.c */
 extern char *MsRowSourceClause(const MsDirection *d, Relation src);
 extern char *MsTableSourceClause(const MsDirection *d);
+extern char *MsTransitionSourceClause(const MsDirection *d, const char *enr);
 extern char *MsSqlUpsert(const MsDirection *d, const char *from,
 						 bool update_existing);
 extern char *MsSqlUpdate(const MsDirection *d, const char *from,
 						 int first_key_param);
-extern char *MsSqlDelete(const MsDirection *d, int first_key_param);
+extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
-extern char *MsTriggerName(const char *link, bool truncate);
+extern char *MsTriggerName(const char *link, MsEvent event);
 
 /* sync.c */
 extern void MsSyncInit(void);

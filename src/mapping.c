@@ -35,6 +35,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_type.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -159,6 +160,12 @@ MsCheckLinkableTable(Relation rel, const char *role)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("%s relation \"%s\" is not a table", role, display),
 				 errhint("mailsync links plain tables, not views, sequences or indexes.")));
+	if (rel->rd_rel->relhassubclass || rel->rd_rel->relispartition ||
+		has_superclass(RelationGetRelid(rel)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s table \"%s\" takes part in table inheritance", role, display),
+				 errhint("mailsync links plain tables; a statement on a parent or child would not be seen whole.")));
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),

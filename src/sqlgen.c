@@ -31,12 +31,14 @@
 #include "mailsync.h"
 
 /*
- * MsTriggerName returns the name of a link's row or truncate trigger.
+ * MsTriggerName returns the name of a link's trigger for one event.
  */
 char *
-MsTriggerName(const char *link, bool truncate)
+MsTriggerName(const char *link, MsEvent event)
 {
-	return psprintf("mailsync_%s%s", link, truncate ? "_truncate" : "");
+	static const char *const suffix[] = {"insert", "update", "delete", "truncate"};
+
+	return psprintf("mailsync_%s_%s", link, suffix[event]);
 }
 
 /*
@@ -60,8 +62,11 @@ ms_operator_sql(Oid opno)
 }
 
 /*
- * ms_append_key_match appends "ms_target.k1 = CAST($n AS t1) AND ..." that
- * finds the target row by the source key passed as parameters.
+ * ms_append_key_match appends the condition that finds the target row of a
+ * source row: "ms_target.k1 = CAST($n AS t1) AND ..." with the source key
+ * passed as parameters from first_param on, or, when first_param is 0,
+ * "ms_target.k1 = CAST(legacy.k1 AS t1) AND ..." against the source row of
+ * the FROM item.
  */
 static void
 ms_append_key_match(StringInfo buf, const MsDirection *d, int first_param)
@@ -70,13 +75,17 @@ ms_append_key_match(StringInfo buf, const MsDirection *d, int first_param)
 	{
 		Oid			keytype = get_atttype(d->dst_relid, d->dst_key[k]);
 
-		appendStringInfo(buf, "%s%s.%s %s CAST($%d AS %s)",
+		appendStringInfo(buf, "%s%s.%s %s CAST(",
 						 k ? " AND " : "",
 						 MS_TARGET_ALIAS,
 						 quote_identifier(get_attname(d->dst_relid, d->dst_key[k], false)),
-						 ms_operator_sql(d->key_eqop[k]),
-						 first_param + k,
-						 format_type_be_qualified(keytype));
+						 ms_operator_sql(d->key_eqop[k]));
+		if (first_param > 0)
+			appendStringInfo(buf, "$%d", first_param + k);
+		else
+			appendStringInfo(buf, "%s.%s", d->src_alias,
+							 quote_identifier(get_attname(d->src_relid, d->src_key[k], false)));
+		appendStringInfo(buf, " AS %s)", format_type_be_qualified(keytype));
 	}
 }
 
@@ -120,6 +129,16 @@ MsTableSourceClause(const MsDirection *d)
 {
 	return psprintf("ONLY %s AS %s", MsQualifiedRelName(d->src_relid),
 					d->src_alias);
+}
+
+/*
+ * MsTransitionSourceClause returns the FROM item that presents the rows of
+ * a transition table (an ephemeral named relation) under the source alias.
+ */
+char *
+MsTransitionSourceClause(const MsDirection *d, const char *enr)
+{
+	return psprintf("%s AS %s", quote_identifier(enr), d->src_alias);
 }
 
 /*
@@ -169,7 +188,9 @@ MsSqlUpsert(const MsDirection *d, const char *from, bool update_existing)
  * MsSqlUpdate returns the UPDATE that rewrites the target row found by the
  * source's old key (parameters first_key_param...) from the new source
  * row: every column whose expression reads the source, keys included, so
- * a changed key moves the target row too.
+ * a changed key moves the target row too.  With first_key_param 0 the
+ * target rows are found by the key of the source rows in "from" (a set of
+ * rows whose keys did not change).
  */
 char *
 MsSqlUpdate(const MsDirection *d, const char *from, int first_key_param)
@@ -197,17 +218,21 @@ MsSqlUpdate(const MsDirection *d, const char *from, int first_key_param)
 
 /*
  * MsSqlDelete returns the DELETE of the target row whose key is passed as
- * parameters first_key_param...
+ * parameters from 1 on, or, with "from", of the target rows whose keys are
+ * those of the source rows in "from".
  */
 char *
-MsSqlDelete(const MsDirection *d, int first_key_param)
+MsSqlDelete(const MsDirection *d, const char *from)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "DELETE FROM %s AS %s WHERE ",
+	appendStringInfo(&buf, "DELETE FROM %s AS %s",
 					 MsQualifiedRelName(d->dst_relid), MS_TARGET_ALIAS);
-	ms_append_key_match(&buf, d, first_key_param);
+	if (from)
+		appendStringInfo(&buf, " USING %s", from);
+	appendStringInfoString(&buf, " WHERE ");
+	ms_append_key_match(&buf, d, from ? 0 : 1);
 	return buf.data;
 }
 

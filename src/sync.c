@@ -1,24 +1,42 @@
 /*-------------------------------------------------------------------------
  *
  * sync.c
- *	  The sync trigger: the hot path of mailsync.
+ *	  The sync triggers: the hot path of mailsync.
  *
- * Each link puts an AFTER INSERT OR UPDATE OR DELETE row trigger and an
- * AFTER TRUNCATE statement trigger on the table(s) it syncs from.  They
- * all run mailsync_sync_trigger, which turns the write into the equivalent
- * write on the other table, in the writer's transaction:
+ * A link puts four AFTER ... FOR EACH STATEMENT triggers on each table it
+ * syncs from: INSERT and DELETE with their transition table, UPDATE with
+ * both, and TRUNCATE.  They all run mailsync_sync_trigger, which turns the
+ * statement's rows into the equivalent writes on the other table, in the
+ * writer's transaction:
  *
  *	  INSERT	-> INSERT ... ON CONFLICT (key) DO UPDATE (an upsert)
- *	  UPDATE	-> UPDATE ... WHERE key = OLD key; if no row matched, the
+ *	  UPDATE	-> UPDATE ... WHERE key = OLD key; where no row matched, the
  *				   upsert, so a row missing on the other side is created
  *	  DELETE	-> DELETE ... WHERE key = OLD key
  *	  TRUNCATE	-> TRUNCATE
  *
- * An UPDATE that changes no source column the mapping reads writes
- * nothing.  The statements are prepared once per backend and link
- * (SPI_prepare + SPI_keepplan, generic plans) and cached in a hash keyed
- * by link name; a relcache invalidation of either table, or any change to
- * mailsync.links, marks the entry for a rebuild on its next use.
+ * An updated row whose source columns the mapping reads did not change is
+ * skipped.  The old and new transition tables of an UPDATE hold the rows in
+ * the same order, one pair per updated row, which is how a changed key is
+ * followed from OLD to NEW.
+ *
+ * Two paths do the work, with the same statements underneath:
+ *
+ *	  - set-based: one statement over the transition table for the whole
+ *		statement (INSERT ... SELECT, UPDATE ... FROM, DELETE ... USING),
+ *		planned for each statement, since the table's size decides the plan;
+ *	  - row by row: one prepared statement per row, with the row's values as
+ *		parameters (prepared once per backend and link, generic plans).
+ *
+ * mailsync.set_based picks between them: "auto" (the default) takes the
+ * set-based path from MS_SET_BASED_MIN_ROWS rows on; "on" and "off" force
+ * one path, so that the regression suite can show both behave the same.
+ * An UPDATE that changes a key goes row by row, in the order the rows were
+ * updated, so that chains of key changes replay as they happened.
+ *
+ * The cache: a hash keyed by link name; a relcache invalidation of either
+ * table, or any change to mailsync.links, marks an entry for a rebuild on
+ * its next use.
  *
  * Recursion: while a link propagates a write, its own triggers on the
  * other table are silent.  The guard is a small stack of links being
@@ -51,7 +69,9 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/queryenvironment.h"
 #include "utils/rel.h"
+#include "utils/tuplestore.h"
 
 #include "mailsync.h"
 
@@ -59,10 +79,11 @@ PG_FUNCTION_INFO_V1(mailsync_sync_trigger);
 PG_FUNCTION_INFO_V1(mailsync_links_changed);
 
 /*
- * MsRuntime: the prepared statements of one direction of a link, and the
- * parameter layout they share.  Parameters $1..$nparams are the source
- * columns the mapping reads (NEW row); the UPDATE takes the OLD key after
- * them; the DELETE takes the OLD key alone.
+ * MsRuntime: the statements of one direction of a link.  The row-by-row
+ * statements are prepared, and share one parameter layout: $1..$nparams
+ * are the source columns the mapping reads (NEW row), the UPDATE takes the
+ * OLD key after them, the DELETE takes the OLD key alone.  The set-based
+ * statements read a transition table.
  */
 typedef struct MsRuntime
 {
@@ -72,10 +93,15 @@ typedef struct MsRuntime
 	bool	   *param_byval;
 	int			nkeys;
 	AttrNumber *key_attno;
+	int16	   *key_len;
+	bool	   *key_byval;
 	Oid			dst_owner;
 	SPIPlanPtr	upsert;
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
+	char	   *set_upsert_sql;
+	char	   *set_update_sql;
+	char	   *set_delete_sql;
 	char	   *truncate_sql;
 	char	   *delete_all_sql; /* for a target the TRUNCATE itself holds open */
 	Datum	   *values;			/* scratch, nparams + nkeys */
@@ -91,8 +117,7 @@ typedef struct MsLinkEntry
 	bool		valid;
 	MemoryContext cxt;			/* holds def and the runtime metadata */
 	MsLinkDef  *def;
-	char	   *row_trigger;	/* expected trigger names */
-	char	   *truncate_trigger;
+	char	   *trigger[MS_NUM_EVENTS]; /* expected trigger names */
 	MsRuntime	rt[2];
 } MsLinkEntry;
 
@@ -104,6 +129,9 @@ typedef struct MsGuardEntry
 } MsGuardEntry;
 
 #define MS_MAX_GUARD	64
+
+/* From how many rows mailsync.set_based = auto takes the set-based path */
+#define MS_SET_BASED_MIN_ROWS	32
 
 static HTAB *link_cache = NULL;
 static MemoryContext link_cache_cxt = NULL;
@@ -323,6 +351,7 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 {
 	TupleDesc	desc = RelationGetDescr(src);
 	char	   *from = MsRowSourceClause(d, src);
+	char	   *from_new = MsTransitionSourceClause(d, MS_NEW_TABLE);
 	Oid		   *types;
 	int			x = -1;
 	int			i = 0;
@@ -333,6 +362,8 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 	rt->param_len = palloc(sizeof(int16) * rt->nparams);
 	rt->param_byval = palloc(sizeof(bool) * rt->nparams);
 	rt->key_attno = d->src_key;
+	rt->key_len = palloc(sizeof(int16) * rt->nkeys);
+	rt->key_byval = palloc(sizeof(bool) * rt->nkeys);
 	rt->values = palloc0(sizeof(Datum) * (rt->nparams + rt->nkeys));
 	rt->nulls = palloc0(rt->nparams + rt->nkeys);
 	types = palloc(sizeof(Oid) * (rt->nparams + rt->nkeys));
@@ -347,36 +378,26 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 		i++;
 	}
 	for (int k = 0; k < rt->nkeys; k++)
-		types[rt->nparams + k] = TupleDescAttr(desc, d->src_key[k] - 1)->atttypid;
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, d->src_key[k] - 1);
+
+		types[rt->nparams + k] = att->atttypid;
+		rt->key_len[k] = att->attlen;
+		rt->key_byval[k] = att->attbyval;
+	}
 
 	rt->dst_owner = dst->rd_rel->relowner;
 	rt->upsert = ms_prepare(MsSqlUpsert(d, from, true), rt->nparams, types,
 							rt->dst_owner);
 	rt->update = ms_prepare(MsSqlUpdate(d, from, rt->nparams + 1),
 							rt->nparams + rt->nkeys, types, rt->dst_owner);
-	rt->delete = ms_prepare(MsSqlDelete(d, 1), rt->nkeys,
+	rt->delete = ms_prepare(MsSqlDelete(d, NULL), rt->nkeys,
 							types + rt->nparams, rt->dst_owner);
+	rt->set_upsert_sql = MsSqlUpsert(d, from_new, true);
+	rt->set_update_sql = MsSqlUpdate(d, from_new, 0);
+	rt->set_delete_sql = MsSqlDelete(d, MsTransitionSourceClause(d, MS_OLD_TABLE));
 	rt->truncate_sql = MsSqlTruncate(d);
 	rt->delete_all_sql = psprintf("DELETE FROM ONLY %s", MsQualifiedRelName(d->dst_relid));
-}
-
-/*
- * ms_truncate_sql returns the statement that empties the target of a
- * TRUNCATE.  A table named in the same TRUNCATE (TRUNCATE legacy, current)
- * is still open and cannot be truncated again; it is emptied already, and
- * a DELETE of its (no) rows does the same without the error.
- */
-static const char *
-ms_truncate_sql(MsRuntime *rt, Oid dst_relid)
-{
-	Relation	rel = RelationIdGetRelation(dst_relid);
-	bool		in_use;
-
-	if (!RelationIsValid(rel))
-		return rt->truncate_sql;
-	in_use = rel->rd_refcnt > 1;
-	RelationClose(rel);
-	return in_use ? rt->delete_all_sql : rt->truncate_sql;
 }
 
 /*
@@ -454,8 +475,8 @@ ms_entry_build(MsLinkEntry *e)
 							 side == MS_UP ? legacy : current,
 							 side == MS_UP ? current : legacy);
 	}
-	e->row_trigger = MsTriggerName(e->name, false);
-	e->truncate_trigger = MsTriggerName(e->name, true);
+	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
+		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev);
 	e->def = def;
 
 	table_close(legacy, AccessShareLock);
@@ -507,68 +528,309 @@ ms_fill_keys(MsRuntime *rt, TupleTableSlot *slot, int first)
 }
 
 /*
- * ms_row_changed tells whether an UPDATE changed any source column that
- * the mapping reads, comparing stored images.
+ * ms_columns_differ tells whether two rows differ in any of the given
+ * columns, comparing stored images.
  */
 static inline bool
-ms_row_changed(MsRuntime *rt, TupleTableSlot *oldslot, TupleTableSlot *newslot)
+ms_columns_differ(TupleTableSlot *a, TupleTableSlot *b, int n,
+				  const AttrNumber *attnos, const bool *byval, const int16 *len)
 {
-	for (int i = 0; i < rt->nparams; i++)
+	for (int i = 0; i < n; i++)
 	{
-		bool		oldnull;
-		bool		newnull;
-		Datum		oldval = slot_getattr(oldslot, rt->param_attno[i], &oldnull);
-		Datum		newval = slot_getattr(newslot, rt->param_attno[i], &newnull);
+		bool		anull;
+		bool		bnull;
+		Datum		aval = slot_getattr(a, attnos[i], &anull);
+		Datum		bval = slot_getattr(b, attnos[i], &bnull);
 
-		if (oldnull != newnull)
+		if (anull != bnull)
 			return true;
-		if (!oldnull && !datumIsEqual(oldval, newval, rt->param_byval[i],
-									  rt->param_len[i]))
+		if (!anull && !datumIsEqual(aval, bval, byval[i], len[i]))
 			return true;
 	}
 	return false;
 }
 
 /*
- * ms_propagate runs a prepared statement on the other table, and the
- * fallback statement when the first one touched no row, with the link
- * silenced, as the other table's owner, under the pinned search path.
+ * ms_rewind starts reading a transition table from its first row, with a
+ * read pointer of its own: other triggers of the statement read it too.
  */
 static void
-ms_propagate(MsLinkEntry *e, MsRuntime *rt, SPIPlanPtr plan,
-			 SPIPlanPtr fallback, const char *utility)
+ms_rewind(Tuplestorestate *ts)
+{
+	tuplestore_select_read_pointer(ts, tuplestore_alloc_read_pointer(ts, 0));
+	tuplestore_rescan(ts);
+}
+
+/*
+ * ms_use_set_based tells whether n rows take the set-based path.
+ */
+static inline bool
+ms_use_set_based(int64 n)
+{
+	switch (MsSetBased)
+	{
+		case MS_SET_BASED_ON:
+			return true;
+		case MS_SET_BASED_OFF:
+			return false;
+		default:
+			return n >= MS_SET_BASED_MIN_ROWS;
+	}
+}
+
+/* What ms_begin saved, for ms_end to restore */
+typedef struct MsExecState
 {
 	Oid			save_userid;
 	int			save_sec;
-	int			rc;
+} MsExecState;
 
+/*
+ * ms_begin prepares to write the other table of a link: the link silenced,
+ * the other table's owner as user, the pinned search path, an SPI
+ * connection.  ms_end undoes it; an error undoes it by (sub)transaction
+ * abort.
+ */
+static void
+ms_begin(MsLinkEntry *e, MsRuntime *rt, MsExecState *st)
+{
 	ms_guard_push(e);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(rt->dst_owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+	GetUserIdAndSecContext(&st->save_userid, &st->save_sec);
+	SetUserIdAndSecContext(rt->dst_owner, st->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
 	MsPushPinnedPath();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+}
 
-	if (utility)
-		rc = SPI_execute(utility, false, 0);
-	else
-		rc = SPI_execute_plan(plan, rt->values, rt->nulls, false, 0);
+static void
+ms_end(MsExecState *st)
+{
+	SPI_finish();
+	MsPopPinnedPath();
+	SetUserIdAndSecContext(st->save_userid, st->save_sec);
+	ms_guard_pop();
+}
+
+/*
+ * ms_run_plan executes a prepared row statement with the current
+ * parameters and returns the rows it touched.
+ */
+static uint64
+ms_run_plan(MsLinkEntry *e, MsRuntime *rt, SPIPlanPtr plan)
+{
+	int			rc = SPI_execute_plan(plan, rt->values, rt->nulls, false, 0);
+
 	if (rc < 0)
 		elog(ERROR, "mailsync link \"%s\": SPI failed: %s", e->name,
 			 SPI_result_code_string(rc));
-	if (fallback && SPI_processed == 0)
+	return SPI_processed;
+}
+
+/*
+ * ms_run_sql plans and executes a set-based or utility statement and
+ * returns the rows it touched.
+ */
+static uint64
+ms_run_sql(MsLinkEntry *e, const char *sql)
+{
+	int			rc = SPI_execute(sql, false, 0);
+
+	if (rc < 0)
+		elog(ERROR, "mailsync link \"%s\": SPI failed: %s", e->name,
+			 SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/*
+ * ms_register_table makes a tuplestore of rows of relid readable, under
+ * the given name, by the statements of the current SPI connection.
+ */
+static void
+ms_register_table(const char *name, Oid relid, Tuplestorestate *ts)
+{
+	EphemeralNamedRelation enr = palloc0(sizeof(EphemeralNamedRelationData));
+
+	enr->md.name = pstrdup(name);
+	enr->md.reliddesc = relid;
+	enr->md.tupdesc = NULL;
+	enr->md.enrtype = ENR_NAMED_TUPLESTORE;
+	enr->md.enrtuples = tuplestore_tuple_count(ts);
+	enr->reldata = ts;
+	if (SPI_register_relation(enr) != SPI_OK_REL_REGISTER)
+		elog(ERROR, "could not register transition table \"%s\"", name);
+}
+
+/*
+ * ms_truncate_sql returns the statement that empties the target of a
+ * TRUNCATE.  A table named in the same TRUNCATE (TRUNCATE legacy, current)
+ * is still open and cannot be truncated again; it is emptied already, and
+ * a DELETE of its (no) rows does the same without the error.
+ */
+static const char *
+ms_truncate_sql(MsRuntime *rt, Oid dst_relid)
+{
+	Relation	rel = RelationIdGetRelation(dst_relid);
+	bool		in_use;
+
+	if (!RelationIsValid(rel))
+		return rt->truncate_sql;
+	in_use = rel->rd_refcnt > 1;
+	RelationClose(rel);
+	return in_use ? rt->delete_all_sql : rt->truncate_sql;
+}
+
+/*
+ * ms_sync_insert mirrors the rows an INSERT added: each is upserted into
+ * the other table.
+ */
+static void
+ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
+{
+	Tuplestorestate *news = td->tg_newtable;
+	int64		n = tuplestore_tuple_count(news);
+	MsExecState st;
+
+	if (n == 0)
+		return;
+	ms_begin(e, rt, &st);
+	if (ms_use_set_based(n))
 	{
-		rc = SPI_execute_plan(fallback, rt->values, rt->nulls, false, 0);
-		if (rc < 0)
-			elog(ERROR, "mailsync link \"%s\": SPI failed: %s", e->name,
-				 SPI_result_code_string(rc));
+		ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), news);
+		ms_run_sql(e, rt->set_upsert_sql);
+	}
+	else
+	{
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
+														&TTSOpsMinimalTuple);
+
+		ms_rewind(news);
+		while (tuplestore_gettupleslot(news, true, false, slot))
+		{
+			ms_fill_params(rt, slot);
+			ms_run_plan(e, rt, rt->upsert);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	ms_end(&st);
+}
+
+/*
+ * ms_sync_delete mirrors the rows a DELETE removed.
+ */
+static void
+ms_sync_delete(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
+{
+	Tuplestorestate *olds = td->tg_oldtable;
+	int64		n = tuplestore_tuple_count(olds);
+	MsExecState st;
+
+	if (n == 0)
+		return;
+	ms_begin(e, rt, &st);
+	if (ms_use_set_based(n))
+	{
+		ms_register_table(MS_OLD_TABLE, RelationGetRelid(td->tg_relation), olds);
+		ms_run_sql(e, rt->set_delete_sql);
+	}
+	else
+	{
+		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
+														&TTSOpsMinimalTuple);
+
+		ms_rewind(olds);
+		while (tuplestore_gettupleslot(olds, true, false, slot))
+		{
+			ms_fill_keys(rt, slot, 0);
+			ms_run_plan(e, rt, rt->delete);
+		}
+		ExecDropSingleTupleTableSlot(slot);
+	}
+	ms_end(&st);
+}
+
+/*
+ * ms_sync_update mirrors the rows an UPDATE changed.  A first pass over
+ * the (OLD, NEW) pairs counts the rows that changed a source column the
+ * mapping reads and sees whether any key changed; the second pass does
+ * the work, set-based over the changed rows when no key changed and the
+ * statement is large enough, else row by row in the order of the update.
+ */
+static void
+ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
+{
+	Tuplestorestate *olds = td->tg_oldtable;
+	Tuplestorestate *news = td->tg_newtable;
+	TupleDesc	desc = RelationGetDescr(td->tg_relation);
+	TupleTableSlot *oldslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	TupleTableSlot *newslot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	int64		n = tuplestore_tuple_count(news);
+	int64		nchanged = 0;
+	bool		key_changed = false;
+	MsExecState st;
+
+	ms_rewind(olds);
+	ms_rewind(news);
+	while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
+		   tuplestore_gettupleslot(news, true, false, newslot))
+	{
+		if (!ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
+							   rt->param_byval, rt->param_len))
+			continue;
+		nchanged++;
+		if (!key_changed)
+			key_changed = ms_columns_differ(oldslot, newslot, rt->nkeys,
+											rt->key_attno, rt->key_byval,
+											rt->key_len);
 	}
 
-	SPI_finish();
-	MsPopPinnedPath();
-	SetUserIdAndSecContext(save_userid, save_sec);
-	ms_guard_pop();
+	if (nchanged > 0)
+	{
+		bool		set_based = !key_changed && ms_use_set_based(nchanged);
+		Tuplestorestate *changed = news;
+
+		/* the set-based statements read only the rows that changed */
+		if (set_based && nchanged < n)
+		{
+			changed = tuplestore_begin_heap(false, false, work_mem);
+			ms_rewind(olds);
+			ms_rewind(news);
+			while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
+				   tuplestore_gettupleslot(news, true, false, newslot))
+				if (ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
+									  rt->param_byval, rt->param_len))
+					tuplestore_puttupleslot(changed, newslot);
+		}
+
+		ms_begin(e, rt, &st);
+		if (set_based)
+		{
+			ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), changed);
+			if (ms_run_sql(e, rt->set_update_sql) < (uint64) nchanged)
+				ms_run_sql(e, rt->set_upsert_sql);
+		}
+		else
+		{
+			ms_rewind(olds);
+			ms_rewind(news);
+			while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
+				   tuplestore_gettupleslot(news, true, false, newslot))
+			{
+				if (!ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
+									   rt->param_byval, rt->param_len))
+					continue;
+				ms_fill_params(rt, newslot);
+				ms_fill_keys(rt, oldslot, rt->nparams);
+				if (ms_run_plan(e, rt, rt->update) == 0)
+					ms_run_plan(e, rt, rt->upsert);
+			}
+		}
+		ms_end(&st);
+		if (changed != news)
+			tuplestore_end(changed);
+	}
+	ExecDropSingleTupleTableSlot(oldslot);
+	ExecDropSingleTupleTableSlot(newslot);
 }
 
 /*
@@ -585,16 +847,16 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	MsRuntime  *rt;
 	Oid			relid;
 	int			side;
-	bool		truncate;
+	MsEvent		event;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("mailsync.sync_trigger: must be called as trigger")));
-	if (!TRIGGER_FIRED_AFTER(td->tg_event))
+	if (!TRIGGER_FIRED_AFTER(td->tg_event) || TRIGGER_FIRED_FOR_ROW(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("mailsync.sync_trigger: must be fired AFTER the write")));
+				 errmsg("mailsync.sync_trigger: must be fired AFTER each statement")));
 	trigger = td->tg_trigger;
 	if (trigger->tgnargs != 1)
 		ereport(ERROR,
@@ -620,10 +882,20 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	def = e->def;
 	relid = RelationGetRelid(td->tg_relation);
 	side = relid == def->legacy ? MS_UP : relid == def->current ? MS_DOWN : -1;
-	truncate = TRIGGER_FIRED_BY_TRUNCATE(td->tg_event);
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		event = MS_EVENT_INSERT;
+	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		event = MS_EVENT_UPDATE;
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		event = MS_EVENT_DELETE;
+	else
+		event = MS_EVENT_TRUNCATE;
+
+	/* only the link's own trigger of this event, on one of its tables */
 	if (side < 0 || !def->dir[side].enabled ||
-		strcmp(trigger->tgname, truncate ? e->truncate_trigger : e->row_trigger) != 0 ||
-		(TRIGGER_FIRED_FOR_ROW(td->tg_event) != 0) == truncate)
+		strcmp(trigger->tgname, e->trigger[event]) != 0 ||
+		(event != MS_EVENT_TRUNCATE && event != MS_EVENT_DELETE && td->tg_newtable == NULL) ||
+		(event != MS_EVENT_TRUNCATE && event != MS_EVENT_INSERT && td->tg_oldtable == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on table \"%s\" is not a trigger of mailsync link \"%s\"",
@@ -631,31 +903,27 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 				 errhint("Only mailsync.link creates triggers that call mailsync.sync_trigger; drop this one.")));
 	rt = &e->rt[side];
 
-	if (truncate)
-		ms_propagate(e, rt, NULL, NULL,
-					 ms_truncate_sql(rt, def->dir[side].dst_relid));
-	else if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	switch (event)
 	{
-		ms_fill_params(rt, td->tg_trigslot);
-		ms_propagate(e, rt, rt->upsert, NULL, NULL);
-	}
-	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
-	{
-		if (!ms_row_changed(rt, td->tg_trigslot, td->tg_newslot))
-			return PointerGetDatum(NULL);
-		ms_fill_params(rt, td->tg_newslot);
-		ms_fill_keys(rt, td->tg_trigslot, rt->nparams);
-		ms_propagate(e, rt, rt->update, rt->upsert, NULL);
-	}
-	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
-	{
-		ms_fill_keys(rt, td->tg_trigslot, 0);
-		ms_propagate(e, rt, rt->delete, NULL, NULL);
-	}
-	else
-		elog(ERROR, "mailsync.sync_trigger: unrecognized trigger event %u",
-			 td->tg_event);
+		case MS_EVENT_INSERT:
+			ms_sync_insert(e, rt, td);
+			break;
+		case MS_EVENT_UPDATE:
+			ms_sync_update(e, rt, td);
+			break;
+		case MS_EVENT_DELETE:
+			ms_sync_delete(e, rt, td);
+			break;
+		case MS_EVENT_TRUNCATE:
+			{
+				MsExecState st;
 
+				ms_begin(e, rt, &st);
+				ms_run_sql(e, ms_truncate_sql(rt, def->dir[side].dst_relid));
+				ms_end(&st);
+			}
+			break;
+	}
 	return PointerGetDatum(NULL);
 }
 
