@@ -63,6 +63,7 @@ typedef struct MsTarget
 	char	   *column;			/* target column name, unquoted */
 	AttrNumber	attno;			/* its attribute number */
 	char	   *expr;			/* SQL expression over the source alias */
+	Node	   *node;			/* its parsed tree, source row as RTE 1 */
 	bool		reads_source;	/* does expr read any source column? */
 	bool		is_key;			/* is it a key column? */
 } MsTarget;
@@ -140,13 +141,13 @@ extern void MsCheckLinkableTable(Relation rel, const char *role);
 extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
 
 /* sqlgen.c */
-extern char *MsRowSourceClause(const MsDirection *d, Relation src);
 extern char *MsTableSourceClause(const MsDirection *d);
 extern char *MsTransitionSourceClause(const MsDirection *d, const char *enr);
 extern char *MsSqlUpsert(const MsDirection *d, const char *from,
 						 bool update_existing);
-extern char *MsSqlUpdate(const MsDirection *d, const char *from,
-						 int first_key_param);
+extern char *MsSqlInsertRow(const MsDirection *d);
+extern char *MsSqlUpdateRow(const MsDirection *d);
+extern char *MsSqlUpdate(const MsDirection *d, const char *from);
 extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
 extern char *MsTriggerName(const char *link, MsEvent event);

@@ -363,12 +363,13 @@ ms_parse_columns(Jsonb *columns)
  * ms_compile_expr parses one mapping expression against the source row,
  * checks that it is a plain scalar expression whose value can be assigned
  * to the target column, records the source columns it reads, and returns
- * its text deparsed under the pinned search path.
+ * its text deparsed under the pinned search path, and its parsed tree
+ * (source row as range table entry 1) in *node.
  */
 static char *
 ms_compile_expr(const char *text, Relation src, int src_side,
 				Form_pg_attribute target, const char *column,
-				const char *which, Bitmapset **src_attrs, bool *reads_source)
+				const char *which, Bitmapset **src_attrs, Node **node)
 {
 	const char *alias = side_name[src_side];
 	char	   *sql = psprintf("SELECT %s", text);
@@ -453,7 +454,7 @@ ms_compile_expr(const char *text, Relation src, int src_side,
 					 errhint("Read the %s row's columns by name.", alias)));
 		*src_attrs = bms_add_member(*src_attrs, attno);
 	}
-	*reads_source = !bms_is_empty(attrs);
+	*node = expr;
 
 	MsPushPinnedPath();
 	result = deparse_expression(expr,
@@ -580,11 +581,12 @@ ms_key_list_text(int nkeys, char **names)
 
 /*
  * ms_add_target appends a target column to a direction, refusing a column
- * that two mappings would write.
+ * that two mappings would write.  "expr" is the expression's SQL over the
+ * source alias, "node" its parsed tree, "attrs" the source columns it reads.
  */
 static void
 ms_add_target(MsDirection *d, Relation dst, int dst_side, AttrNumber attno,
-			  char *expr, bool reads_source)
+			  char *expr, Node *node, Bitmapset *attrs)
 {
 	MsTarget   *t;
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(dst), attno - 1);
@@ -600,8 +602,20 @@ ms_add_target(MsDirection *d, Relation dst, int dst_side, AttrNumber attno,
 	t->column = pstrdup(NameStr(att->attname));
 	t->attno = attno;
 	t->expr = expr;
-	t->reads_source = reads_source;
+	t->node = node;
+	t->reads_source = !bms_is_empty(attrs);
 	t->is_key = false;
+	d->src_attrs = bms_add_members(d->src_attrs, attrs);
+}
+
+/*
+ * ms_column_var returns the tree of a plain reference to a source column.
+ */
+static Node *
+ms_column_var(Form_pg_attribute att)
+{
+	return (Node *) makeVar(1, att->attnum, att->atttypid, att->atttypmod,
+							att->attcollation, 0);
 }
 
 /*
@@ -729,9 +743,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 				ms_add_target(&def->dir[MS_UP], current, MS_CURRENT_SIDE,
 							  cur_attno,
 							  psprintf("legacy.%s", quote_identifier(e->rename)),
-							  true);
-				def->dir[MS_UP].src_attrs =
-					bms_add_member(def->dir[MS_UP].src_attrs, leg_attno);
+							  ms_column_var(leg_att), bms_make_singleton(leg_attno));
 			}
 			if (def->dir[MS_DOWN].enabled)
 			{
@@ -739,9 +751,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 				ms_add_target(&def->dir[MS_DOWN], legacy, MS_LEGACY_SIDE,
 							  leg_attno,
 							  psprintf("current.%s", quote_identifier(e->column)),
-							  true);
-				def->dir[MS_DOWN].src_attrs =
-					bms_add_member(def->dir[MS_DOWN].src_attrs, cur_attno);
+							  ms_column_var(cur_att), bms_make_singleton(cur_attno));
 			}
 			escape_json(&json, e->rename);
 			continue;
@@ -764,19 +774,15 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 
 			if (e->up)
 			{
-				bool		reads;
+				Node	   *node;
 				Bitmapset  *attrs = NULL;
 
 				up_sql = ms_compile_expr(e->up, legacy, MS_LEGACY_SIDE,
 										 cur_att, e->column, "up",
-										 &attrs, &reads);
+										 &attrs, &node);
 				if (def->dir[MS_UP].enabled)
-				{
 					ms_add_target(&def->dir[MS_UP], current, MS_CURRENT_SIDE,
-								  cur_attno, up_sql, reads);
-					def->dir[MS_UP].src_attrs =
-						bms_add_members(def->dir[MS_UP].src_attrs, attrs);
-				}
+								  cur_attno, up_sql, node, attrs);
 			}
 			if (e->down)
 			{
@@ -784,19 +790,15 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 														MS_LEGACY_SIDE, leg_hint);
 				Form_pg_attribute to_att = TupleDescAttr(RelationGetDescr(legacy),
 														 to_attno - 1);
-				bool		reads;
+				Node	   *node;
 				Bitmapset  *attrs = NULL;
 
 				down_sql = ms_compile_expr(e->down, current, MS_CURRENT_SIDE,
 										   to_att, e->column, "down",
-										   &attrs, &reads);
+										   &attrs, &node);
 				if (def->dir[MS_DOWN].enabled)
-				{
 					ms_add_target(&def->dir[MS_DOWN], legacy, MS_LEGACY_SIDE,
-								  to_attno, down_sql, reads);
-					def->dir[MS_DOWN].src_attrs =
-						bms_add_members(def->dir[MS_DOWN].src_attrs, attrs);
-				}
+								  to_attno, down_sql, node, attrs);
 			}
 			appendStringInfoChar(&json, '{');
 			ms_append_json_field(&json, &first, "up", up_sql);

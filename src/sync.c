@@ -9,7 +9,7 @@
  * statement's rows into the equivalent writes on the other table, in the
  * writer's transaction:
  *
- *	  INSERT	-> INSERT ... ON CONFLICT (key) DO UPDATE (an upsert)
+ *	  INSERT	-> an upsert: INSERT, or UPDATE where the key exists
  *	  UPDATE	-> UPDATE ... WHERE key = OLD key; where no row matched, the
  *				   upsert, so a row missing on the other side is created
  *	  DELETE	-> DELETE ... WHERE key = OLD key
@@ -81,8 +81,9 @@ PG_FUNCTION_INFO_V1(mailsync_links_changed);
 /*
  * MsRuntime: the statements of one direction of a link.  The row-by-row
  * statements are prepared, and share one parameter layout: $1..$nparams
- * are the source columns the mapping reads (NEW row), the UPDATE takes the
- * OLD key after them, the DELETE takes the OLD key alone.  The set-based
+ * are the source columns the mapping reads (NEW row), the UPDATE takes a
+ * key after them (the OLD key, or the NEW one when an INSERT met an
+ * existing row), the DELETE takes the OLD key alone.  The set-based
  * statements read a transition table.
  */
 typedef struct MsRuntime
@@ -95,8 +96,9 @@ typedef struct MsRuntime
 	AttrNumber *key_attno;
 	int16	   *key_len;
 	bool	   *key_byval;
+	Oid			dst_relid;
 	Oid			dst_owner;
-	SPIPlanPtr	upsert;
+	SPIPlanPtr	insert;
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
 	char	   *set_upsert_sql;
@@ -302,8 +304,8 @@ ms_entry_release(MsLinkEntry *e)
 	{
 		MsRuntime  *rt = &e->rt[side];
 
-		if (rt->upsert)
-			SPI_freeplan(rt->upsert);
+		if (rt->insert)
+			SPI_freeplan(rt->insert);
 		if (rt->update)
 			SPI_freeplan(rt->update);
 		if (rt->delete)
@@ -350,7 +352,6 @@ static void
 ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst)
 {
 	TupleDesc	desc = RelationGetDescr(src);
-	char	   *from = MsRowSourceClause(d, src);
 	char	   *from_new = MsTransitionSourceClause(d, MS_NEW_TABLE);
 	Oid		   *types;
 	int			x = -1;
@@ -386,15 +387,15 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 		rt->key_byval[k] = att->attbyval;
 	}
 
+	rt->dst_relid = RelationGetRelid(dst);
 	rt->dst_owner = dst->rd_rel->relowner;
-	rt->upsert = ms_prepare(MsSqlUpsert(d, from, true), rt->nparams, types,
+	rt->insert = ms_prepare(MsSqlInsertRow(d), rt->nparams, types, rt->dst_owner);
+	rt->update = ms_prepare(MsSqlUpdateRow(d), rt->nparams + rt->nkeys, types,
 							rt->dst_owner);
-	rt->update = ms_prepare(MsSqlUpdate(d, from, rt->nparams + 1),
-							rt->nparams + rt->nkeys, types, rt->dst_owner);
 	rt->delete = ms_prepare(MsSqlDelete(d, NULL), rt->nkeys,
 							types + rt->nparams, rt->dst_owner);
 	rt->set_upsert_sql = MsSqlUpsert(d, from_new, true);
-	rt->set_update_sql = MsSqlUpdate(d, from_new, 0);
+	rt->set_update_sql = MsSqlUpdate(d, from_new);
 	rt->set_delete_sql = MsSqlDelete(d, MsTransitionSourceClause(d, MS_OLD_TABLE));
 	rt->truncate_sql = MsSqlTruncate(d);
 	rt->delete_all_sql = psprintf("DELETE FROM ONLY %s", MsQualifiedRelName(d->dst_relid));
@@ -668,9 +669,9 @@ ms_register_table(const char *name, Oid relid, Tuplestorestate *ts)
  * a DELETE of its (no) rows does the same without the error.
  */
 static const char *
-ms_truncate_sql(MsRuntime *rt, Oid dst_relid)
+ms_truncate_sql(MsRuntime *rt)
 {
-	Relation	rel = RelationIdGetRelation(dst_relid);
+	Relation	rel = RelationIdGetRelation(rt->dst_relid);
 	bool		in_use;
 
 	if (!RelationIsValid(rel))
@@ -678,6 +679,31 @@ ms_truncate_sql(MsRuntime *rt, Oid dst_relid)
 	in_use = rel->rd_refcnt > 1;
 	RelationClose(rel);
 	return in_use ? rt->delete_all_sql : rt->truncate_sql;
+}
+
+/*
+ * ms_upsert_row writes one source row (its columns in the parameters) to
+ * the other table: INSERT ... ON CONFLICT DO NOTHING, and where the key
+ * exists an UPDATE of that row.  A row deleted between the two by another
+ * transaction sends it round again; after a few rounds the write fails
+ * with a serialization failure, which the writer may retry.
+ */
+static void
+ms_upsert_row(MsLinkEntry *e, MsRuntime *rt, TupleTableSlot *slot)
+{
+	for (int attempt = 0; attempt < 3; attempt++)
+	{
+		if (ms_run_plan(e, rt, rt->insert) > 0)
+			return;
+		ms_fill_keys(rt, slot, rt->nparams);
+		if (ms_run_plan(e, rt, rt->update) > 0)
+			return;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("mailsync link \"%s\": the row kept appearing and vanishing on table \"%s\"",
+					e->name, MsRelDisplayName(rt->dst_relid)),
+			 errhint("Another transaction inserts and deletes the same key at once; retry the transaction.")));
 }
 
 /*
@@ -708,7 +734,7 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 		while (tuplestore_gettupleslot(news, true, false, slot))
 		{
 			ms_fill_params(rt, slot);
-			ms_run_plan(e, rt, rt->upsert);
+			ms_upsert_row(e, rt, slot);
 		}
 		ExecDropSingleTupleTableSlot(slot);
 	}
@@ -822,7 +848,7 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 				ms_fill_params(rt, newslot);
 				ms_fill_keys(rt, oldslot, rt->nparams);
 				if (ms_run_plan(e, rt, rt->update) == 0)
-					ms_run_plan(e, rt, rt->upsert);
+					ms_upsert_row(e, rt, newslot);
 			}
 		}
 		ms_end(&st);
@@ -919,7 +945,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 				MsExecState st;
 
 				ms_begin(e, rt, &st);
-				ms_run_sql(e, ms_truncate_sql(rt, def->dir[side].dst_relid));
+				ms_run_sql(e, ms_truncate_sql(rt));
 				ms_end(&st);
 			}
 			break;
