@@ -11,6 +11,7 @@ OBJS		= mailsync.o \
 			  src/sqlgen.o \
 			  src/link.o \
 			  src/sync.o \
+			  src/direct.o \
 			  src/uuid.o \
 			  src/ensure_uuid.o
 PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
@@ -36,3 +37,6 @@ EXTRA_CLEAN	= output_iso tmp_check_iso
 PG_CONFIG	?= pg_config
 PGXS		:= $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object includes the shared headers
+$(OBJS): src/mailsync.h src/compat.h

@@ -46,7 +46,10 @@ psql_() {
 	runuser -u postgres -- env PGOPTIONS="-c client_min_messages=warning" \
 		"$MS_PG_BIN/psql" -h "$work/cluster/sock" -p "$port" -X -q -v ON_ERROR_STOP=1 "$@"
 }
-psql_ -d postgres -c "ALTER SYSTEM SET synchronous_commit = off" -c "SELECT pg_reload_conf()" >/dev/null
+# the same settings for every case; fewer background surprises between runs
+psql_ -d postgres -c "ALTER SYSTEM SET synchronous_commit = off" \
+	-c "ALTER SYSTEM SET autovacuum = off" -c "ALTER SYSTEM SET max_wal_size = '8GB'" \
+	-c "ALTER SYSTEM SET checkpoint_timeout = '1h'" -c "SELECT pg_reload_conf()" >/dev/null
 psql_ -d postgres -c "CREATE DATABASE bench" >/dev/null
 psql_ -d bench -c "CREATE EXTENSION mailsync; CREATE EXTENSION IF NOT EXISTS pgcrypto" >/dev/null 2>&1 || \
 	psql_ -d bench -c "CREATE EXTENSION IF NOT EXISTS mailsync" >/dev/null
@@ -80,7 +83,9 @@ record() {	# record CASE KIND REP (KIND bulk|loop)
 		names="loop_insert loop_update loop_delete"
 	fi
 	local vals
+	psql_ -d bench -c "CHECKPOINT" >/dev/null
 	vals=$(times "$c" "$file")
+	echo "raw: case $c rep $rep $kind: $vals"
 	set -- $names
 	for v in $vals; do
 		T[$c,$1,$rep]=$v

@@ -167,6 +167,27 @@ DELETE FROM sb.users WHERE id >= 1100;
 SELECT count(*) AS left_over FROM sa.users WHERE id >= 1100;
 
 --
+-- a table with statement triggers of its own: they fire for mailsync's
+-- writes too (such a table is written with prepared statements, not
+-- directly; see src/direct.c)
+--
+CREATE TABLE sb.statements (op text);
+CREATE FUNCTION sb.note_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO sb.statements VALUES (TG_OP); RETURN NULL; END $$;
+CREATE TRIGGER note_statements AFTER INSERT OR UPDATE OR DELETE ON sb.users
+	FOR EACH STATEMENT EXECUTE FUNCTION sb.note_statement();
+INSERT INTO sa.users VALUES (20, 'u20@example.org', true, 200);
+UPDATE sa.users SET quota = 201 WHERE id = 20;
+UPDATE sa.users SET id = 21 WHERE id = 20;
+SELECT * FROM users_drift;
+DELETE FROM sa.users WHERE id = 21;
+SELECT bool_or(op = 'INSERT') AS insert_fired, bool_or(op = 'UPDATE') AS update_fired,
+	   bool_or(op = 'DELETE') AS delete_fired
+FROM sb.statements;
+SELECT * FROM users_drift;
+DROP TRIGGER note_statements ON sb.users;
+
+--
 -- TRUNCATE
 --
 TRUNCATE sb.users;

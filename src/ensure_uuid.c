@@ -133,7 +133,7 @@ ms_has_unique_index(MsEnsure *s)
 	Relation	rel = table_open(s->relid, AccessShareLock);
 	AttrNumber	attno = get_attnum(s->relid, s->col);
 	Oid			eqop;
-	bool		found = MsFindKeyIndex(rel, 1, &attno, &eqop);
+	bool		found = OidIsValid(MsFindKeyIndex(rel, 1, &attno, &eqop));
 
 	table_close(rel, AccessShareLock);
 	return found;

@@ -22,6 +22,7 @@
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "nodes/execnodes.h"
 #include "utils/relcache.h"
 
 #include "compat.h"
@@ -64,6 +65,7 @@ typedef struct MsTarget
 	AttrNumber	attno;			/* its attribute number */
 	char	   *expr;			/* SQL expression over the source alias */
 	Node	   *node;			/* its parsed tree, source row as RTE 1 */
+	Node	   *assign;			/* that tree coerced to the column's type */
 	bool		reads_source;	/* does expr read any source column? */
 	bool		is_key;			/* is it a key column? */
 } MsTarget;
@@ -84,6 +86,7 @@ typedef struct MsDirection
 	AttrNumber *src_key;		/* source key attnos */
 	AttrNumber *dst_key;		/* target key attnos, same order */
 	Oid		   *key_eqop;		/* equality operator of each target key */
+	Oid			dst_keyidx;		/* the target's unique index on the key */
 } MsDirection;
 
 /*
@@ -101,6 +104,38 @@ typedef struct MsLinkDef
 	Jsonb	   *columns;		/* normalised mapping, as stored */
 	MsDirection dir[2];			/* MS_UP, MS_DOWN */
 } MsLinkDef;
+
+/*
+ * MsDirectPlan: what every statement that writes a direction's rows
+ * directly shares (direct.c).
+ */
+typedef struct MsDirectPlan
+{
+	Expr	  **planned;		/* per target: its planned assign expression */
+	int			nidx;			/* key index columns */
+	RegProcedure *key_proc;		/* per key index column: equality function */
+} MsDirectPlan;
+
+/*
+ * MsDirectState: a target table opened to write a statement's rows
+ * directly (direct.c).
+ */
+typedef struct MsDirectState
+{
+	const MsDirection *d;
+	Relation	rel;
+	Relation	idx;			/* the target's key index */
+	EState	   *estate;
+	ResultRelInfo *rri;
+	EPQState	epq;
+	ExprContext *econtext;
+	const MsDirectPlan *plan;
+	ExprState **target_state;	/* per target: its state, made on first use */
+	ExprState **default_state;	/* per attribute: its default, on insert */
+	TupleTableSlot *newslot;
+	TupleTableSlot *keyslot;
+	TupleTableSlot *foundslot;
+} MsDirectState;
 
 /* mailsync.c */
 typedef enum MsSetBasedMode
@@ -133,7 +168,7 @@ extern char *MsLockTimeoutValue(void);
 extern MsLinkDef *MsCompileLink(const char *name, Relation legacy,
 								Relation current, Jsonb *columns,
 								List *key, const char *direction);
-extern bool MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos,
+extern Oid	MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos,
 						   Oid *eqops);
 extern void MsCheckLinkName(const char *name);
 extern void MsCheckDirection(const char *direction);
@@ -151,6 +186,17 @@ extern char *MsSqlUpdate(const MsDirection *d, const char *from);
 extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
 extern char *MsTriggerName(const char *link, MsEvent event);
+
+/* direct.c */
+extern bool MsDirectEligible(Relation dst, const char *link, Oid trigger_fn);
+extern MsDirectPlan *MsDirectPlanBuild(const MsDirection *d);
+extern void MsDirectBegin(MsDirectState *st, const MsDirection *d,
+						  const MsDirectPlan *plan, bool deleting);
+extern void MsDirectEnd(MsDirectState *st);
+extern void MsDirectUpsert(MsDirectState *st, TupleTableSlot *src);
+extern void MsDirectUpdate(MsDirectState *st, TupleTableSlot *oldsrc,
+						   TupleTableSlot *newsrc);
+extern void MsDirectDelete(MsDirectState *st, TupleTableSlot *oldsrc);
 
 /* sync.c */
 extern void MsSyncInit(void);

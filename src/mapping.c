@@ -363,13 +363,15 @@ ms_parse_columns(Jsonb *columns)
  * ms_compile_expr parses one mapping expression against the source row,
  * checks that it is a plain scalar expression whose value can be assigned
  * to the target column, records the source columns it reads, and returns
- * its text deparsed under the pinned search path, and its parsed tree
- * (source row as range table entry 1) in *node.
+ * its text deparsed under the pinned search path, its parsed tree (source
+ * row as range table entry 1) in *node, and that tree coerced to the
+ * target column's type, as an assignment would, in *assign.
  */
 static char *
 ms_compile_expr(const char *text, Relation src, int src_side,
 				Form_pg_attribute target, const char *column,
-				const char *which, Bitmapset **src_attrs, Node **node)
+				const char *which, Bitmapset **src_attrs, Node **node,
+				Node **assign)
 {
 	const char *alias = side_name[src_side];
 	char	   *sql = psprintf("SELECT %s", text);
@@ -428,10 +430,11 @@ ms_compile_expr(const char *text, Relation src, int src_side,
 				 errhint("A mapping expression computes one value from one row; wrap a lookup in a function.")));
 	assign_expr_collations(pstate, expr);
 
-	if (coerce_to_target_type(pstate, expr, exprType(expr),
-							  target->atttypid, target->atttypmod,
-							  COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST,
-							  -1) == NULL)
+	*assign = coerce_to_target_type(pstate, copyObject(expr), exprType(expr),
+									target->atttypid, target->atttypmod,
+									COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST,
+									-1);
+	if (*assign == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("\"%s\" for column \"%s\" is of type %s, which cannot be assigned to column \"%s\" of type %s",
@@ -468,24 +471,30 @@ ms_compile_expr(const char *text, Relation src, int src_side,
 }
 
 /*
- * ms_check_assignable checks that a plain rename can carry values from a
- * source column to a target column.
+ * ms_assign_rename returns the tree of a plain rename: the source column,
+ * coerced to the target column's type as an assignment would.  A rename
+ * between types that do not cast is refused.
  */
-static void
-ms_check_assignable(Form_pg_attribute src, Form_pg_attribute dst,
-					const char *column)
+static Node *
+ms_assign_rename(Form_pg_attribute src, Form_pg_attribute dst,
+				 const char *column)
 {
-	Oid			srctype = src->atttypid;
-	Oid			dsttype = dst->atttypid;
+	Node	   *assign = coerce_to_target_type(NULL,
+											   (Node *) makeVar(1, src->attnum, src->atttypid,
+																src->atttypmod, src->attcollation, 0),
+											   src->atttypid, dst->atttypid, dst->atttypmod,
+											   COERCION_ASSIGNMENT, COERCE_IMPLICIT_CAST,
+											   -1);
 
-	if (!can_coerce_type(1, &srctype, &dsttype, COERCION_ASSIGNMENT))
+	if (assign == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" of type %s cannot be assigned to column \"%s\" of type %s",
-						NameStr(src->attname), format_type_be(srctype),
-						NameStr(dst->attname), format_type_be(dsttype)),
+						NameStr(src->attname), format_type_be(src->atttypid),
+						NameStr(dst->attname), format_type_be(dst->atttypid)),
 				 errcontext("mapping for column \"%s\"", column),
 				 errhint("Map the column with \"up\" and \"down\" expressions that cast the value.")));
+	return assign;
 }
 
 /*
@@ -516,15 +525,16 @@ ms_check_writable(Relation rel, AttrNumber attno)
 /*
  * MsFindKeyIndex looks for a unique index that ON CONFLICT can use as
  * arbiter for exactly the given columns: valid, immediate, not partial, no
- * expressions.  It returns the equality operator of each key column in
- * eqops (in the order of attnos), or false when there is no such index.
+ * expressions.  It returns the index, and the equality operator of each
+ * key column in eqops (in the order of attnos), or InvalidOid when there is
+ * no such index.
  */
-bool
+Oid
 MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos, Oid *eqops)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
-	bool		found = false;
+	Oid			found = InvalidOid;
 
 	foreach(lc, indexes)
 	{
@@ -557,7 +567,7 @@ MsFindKeyIndex(Relation rel, int nkeys, const AttrNumber *attnos, Oid *eqops)
 		index_close(idx, AccessShareLock);
 		if (match)
 		{
-			found = true;
+			found = lfirst_oid(lc);
 			break;
 		}
 	}
@@ -582,11 +592,12 @@ ms_key_list_text(int nkeys, char **names)
 /*
  * ms_add_target appends a target column to a direction, refusing a column
  * that two mappings would write.  "expr" is the expression's SQL over the
- * source alias, "node" its parsed tree, "attrs" the source columns it reads.
+ * source alias, "node" its parsed tree, "assign" that tree coerced to the
+ * column's type, "attrs" the source columns it reads.
  */
 static void
 ms_add_target(MsDirection *d, Relation dst, int dst_side, AttrNumber attno,
-			  char *expr, Node *node, Bitmapset *attrs)
+			  char *expr, Node *node, Node *assign, Bitmapset *attrs)
 {
 	MsTarget   *t;
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(dst), attno - 1);
@@ -603,6 +614,7 @@ ms_add_target(MsDirection *d, Relation dst, int dst_side, AttrNumber attno,
 	t->attno = attno;
 	t->expr = expr;
 	t->node = node;
+	t->assign = assign;
 	t->reads_source = !bms_is_empty(attrs);
 	t->is_key = false;
 	d->src_attrs = bms_add_members(d->src_attrs, attrs);
@@ -738,21 +750,19 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 													  leg_attno - 1);
 
 			if (def->dir[MS_UP].enabled)
-			{
-				ms_check_assignable(leg_att, cur_att, e->column);
 				ms_add_target(&def->dir[MS_UP], current, MS_CURRENT_SIDE,
 							  cur_attno,
 							  psprintf("legacy.%s", quote_identifier(e->rename)),
-							  ms_column_var(leg_att), bms_make_singleton(leg_attno));
-			}
+							  ms_column_var(leg_att),
+							  ms_assign_rename(leg_att, cur_att, e->column),
+							  bms_make_singleton(leg_attno));
 			if (def->dir[MS_DOWN].enabled)
-			{
-				ms_check_assignable(cur_att, leg_att, e->column);
 				ms_add_target(&def->dir[MS_DOWN], legacy, MS_LEGACY_SIDE,
 							  leg_attno,
 							  psprintf("current.%s", quote_identifier(e->column)),
-							  ms_column_var(cur_att), bms_make_singleton(cur_attno));
-			}
+							  ms_column_var(cur_att),
+							  ms_assign_rename(cur_att, leg_att, e->column),
+							  bms_make_singleton(cur_attno));
 			escape_json(&json, e->rename);
 			continue;
 		}
@@ -775,14 +785,15 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			if (e->up)
 			{
 				Node	   *node;
+				Node	   *assign;
 				Bitmapset  *attrs = NULL;
 
 				up_sql = ms_compile_expr(e->up, legacy, MS_LEGACY_SIDE,
 										 cur_att, e->column, "up",
-										 &attrs, &node);
+										 &attrs, &node, &assign);
 				if (def->dir[MS_UP].enabled)
 					ms_add_target(&def->dir[MS_UP], current, MS_CURRENT_SIDE,
-								  cur_attno, up_sql, node, attrs);
+								  cur_attno, up_sql, node, assign, attrs);
 			}
 			if (e->down)
 			{
@@ -791,14 +802,15 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 				Form_pg_attribute to_att = TupleDescAttr(RelationGetDescr(legacy),
 														 to_attno - 1);
 				Node	   *node;
+				Node	   *assign;
 				Bitmapset  *attrs = NULL;
 
 				down_sql = ms_compile_expr(e->down, current, MS_CURRENT_SIDE,
 										   to_att, e->column, "down",
-										   &attrs, &node);
+										   &attrs, &node, &assign);
 				if (def->dir[MS_DOWN].enabled)
 					ms_add_target(&def->dir[MS_DOWN], legacy, MS_LEGACY_SIDE,
-								  to_attno, down_sql, node, attrs);
+								  to_attno, down_sql, node, assign, attrs);
 			}
 			appendStringInfoChar(&json, '{');
 			ms_append_json_field(&json, &first, "up", up_sql);
@@ -838,6 +850,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 		AttrNumber *cur_keys = palloc(sizeof(AttrNumber) * def->nkeys);
 		AttrNumber *leg_keys = palloc(sizeof(AttrNumber) * def->nkeys);
 		Oid		   *eqops[2];
+		Oid			keyidx[2];
 		int			i = 0;
 
 		foreach(lc, key)
@@ -879,6 +892,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			char	  **names = side == MS_LEGACY_SIDE ? def->legacy_key : def->key;
 
 			eqops[side] = palloc(sizeof(Oid) * def->nkeys);
+			keyidx[side] = MsFindKeyIndex(rels[side], def->nkeys, attnos, eqops[side]);
 			for (int k = 0; k < def->nkeys; k++)
 				if (!TupleDescAttr(RelationGetDescr(rels[side]), attnos[k] - 1)->attnotnull)
 					ereport(ERROR,
@@ -890,7 +904,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 							 errhint("ALTER TABLE %s ALTER COLUMN %s SET NOT NULL, or link on NOT NULL columns.",
 									 MsQualifiedRelName(RelationGetRelid(rels[side])),
 									 quote_identifier(names[k]))));
-			if (!MsFindKeyIndex(rels[side], def->nkeys, attnos, eqops[side]))
+			if (!OidIsValid(keyidx[side]))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 						 errmsg("no unique index on %s table \"%s\" covers exactly the key (%s)",
@@ -911,6 +925,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			d->src_key = up ? leg_keys : cur_keys;
 			d->dst_key = up ? cur_keys : leg_keys;
 			d->key_eqop = eqops[up ? MS_CURRENT_SIDE : MS_LEGACY_SIDE];
+			d->dst_keyidx = keyidx[up ? MS_CURRENT_SIDE : MS_LEGACY_SIDE];
 			for (int t = 0; t < d->ntargets; t++)
 				for (int k = 0; k < d->nkeys; k++)
 					if (d->targets[t].attno == d->dst_key[k])

@@ -71,6 +71,7 @@
 #include "utils/memutils.h"
 #include "utils/queryenvironment.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/tuplestore.h"
 
 #include "mailsync.h"
@@ -98,6 +99,8 @@ typedef struct MsRuntime
 	bool	   *key_byval;
 	Oid			dst_relid;
 	Oid			dst_owner;
+	MsDirectPlan *direct;		/* set when rows are written directly */
+	int			side;			/* MS_UP or MS_DOWN */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
@@ -167,6 +170,16 @@ ms_invalidate_callback(Datum arg, Oid relid)
 }
 
 /*
+ * ms_proc_callback marks every cached link stale when a function changes:
+ * the planned expressions of the direct path may have inlined it.
+ */
+static void
+ms_proc_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	ms_invalidate_callback(arg, InvalidOid);
+}
+
+/*
  * ms_xact_callback empties the guard when a transaction aborts.
  */
 static void
@@ -201,6 +214,7 @@ void
 MsSyncInit(void)
 {
 	CacheRegisterRelcacheCallback(ms_invalidate_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, ms_proc_callback, (Datum) 0);
 	RegisterXactCallback(ms_xact_callback, NULL);
 	RegisterSubXactCallback(ms_subxact_callback, NULL);
 }
@@ -349,7 +363,8 @@ ms_prepare(const char *sql, int nargs, Oid *argtypes, Oid owner)
  * ms_runtime_build prepares the statements of one direction.
  */
 static void
-ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst)
+ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
+				 Relation dst, const char *link, Oid trigger_fn)
 {
 	TupleDesc	desc = RelationGetDescr(src);
 	char	   *from_new = MsTransitionSourceClause(d, MS_NEW_TABLE);
@@ -389,6 +404,8 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 
 	rt->dst_relid = RelationGetRelid(dst);
 	rt->dst_owner = dst->rd_rel->relowner;
+	rt->direct = MsDirectEligible(dst, link, trigger_fn) ? MsDirectPlanBuild(d) : NULL;
+	rt->side = side;
 	rt->insert = ms_prepare(MsSqlInsertRow(d), rt->nparams, types, rt->dst_owner);
 	rt->update = ms_prepare(MsSqlUpdateRow(d), rt->nparams + rt->nkeys, types,
 							rt->dst_owner);
@@ -403,10 +420,11 @@ ms_runtime_build(MsRuntime *rt, const MsDirection *d, Relation src, Relation dst
 
 /*
  * ms_entry_build reads a link from mailsync.links, compiles it under the
- * pinned search path and prepares its statements.
+ * pinned search path and prepares its statements.  trigger_fn is the
+ * trigger function's OID, by which the link's own triggers are known.
  */
 static void
-ms_entry_build(MsLinkEntry *e)
+ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 {
 	MemoryContext cxt;
 	MemoryContext oldcxt;
@@ -472,9 +490,10 @@ ms_entry_build(MsLinkEntry *e)
 	for (int side = MS_UP; side <= MS_DOWN; side++)
 	{
 		if (def->dir[side].enabled)
-			ms_runtime_build(&e->rt[side], &def->dir[side],
+			ms_runtime_build(&e->rt[side], side, &def->dir[side],
 							 side == MS_UP ? legacy : current,
-							 side == MS_UP ? current : legacy);
+							 side == MS_UP ? current : legacy,
+							 e->name, trigger_fn);
 	}
 	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev);
@@ -584,30 +603,33 @@ typedef struct MsExecState
 {
 	Oid			save_userid;
 	int			save_sec;
+	bool		spi;
 } MsExecState;
 
 /*
  * ms_begin prepares to write the other table of a link: the link silenced,
  * the other table's owner as user, the pinned search path, an SPI
- * connection.  ms_end undoes it; an error undoes it by (sub)transaction
- * abort.
+ * connection unless the rows are written directly.  ms_end undoes it; an
+ * error undoes it by (sub)transaction abort.
  */
 static void
-ms_begin(MsLinkEntry *e, MsRuntime *rt, MsExecState *st)
+ms_begin(MsLinkEntry *e, MsRuntime *rt, MsExecState *st, bool spi)
 {
 	ms_guard_push(e);
 	GetUserIdAndSecContext(&st->save_userid, &st->save_sec);
 	SetUserIdAndSecContext(rt->dst_owner, st->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
 	MsPushPinnedPath();
-	if (SPI_connect() != SPI_OK_CONNECT)
+	st->spi = spi;
+	if (spi && SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
 
 static void
 ms_end(MsExecState *st)
 {
-	SPI_finish();
+	if (st->spi)
+		SPI_finish();
 	MsPopPinnedPath();
 	SetUserIdAndSecContext(st->save_userid, st->save_sec);
 	ms_guard_pop();
@@ -717,10 +739,12 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	int64		n = tuplestore_tuple_count(news);
 	MsExecState st;
 
+	bool		set_based = ms_use_set_based(n);
+
 	if (n == 0)
 		return;
-	ms_begin(e, rt, &st);
-	if (ms_use_set_based(n))
+	ms_begin(e, rt, &st, set_based || !rt->direct);
+	if (set_based)
 	{
 		ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), news);
 		ms_run_sql(e, rt->set_upsert_sql);
@@ -729,13 +753,23 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
 														&TTSOpsMinimalTuple);
+		MsDirectState ds;
 
+		if (rt->direct)
+			MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, false);
 		ms_rewind(news);
 		while (tuplestore_gettupleslot(news, true, false, slot))
 		{
-			ms_fill_params(rt, slot);
-			ms_upsert_row(e, rt, slot);
+			if (rt->direct)
+				MsDirectUpsert(&ds, slot);
+			else
+			{
+				ms_fill_params(rt, slot);
+				ms_upsert_row(e, rt, slot);
+			}
 		}
+		if (rt->direct)
+			MsDirectEnd(&ds);
 		ExecDropSingleTupleTableSlot(slot);
 	}
 	ms_end(&st);
@@ -751,10 +785,12 @@ ms_sync_delete(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	int64		n = tuplestore_tuple_count(olds);
 	MsExecState st;
 
+	bool		set_based = ms_use_set_based(n);
+
 	if (n == 0)
 		return;
-	ms_begin(e, rt, &st);
-	if (ms_use_set_based(n))
+	ms_begin(e, rt, &st, set_based || !rt->direct);
+	if (set_based)
 	{
 		ms_register_table(MS_OLD_TABLE, RelationGetRelid(td->tg_relation), olds);
 		ms_run_sql(e, rt->set_delete_sql);
@@ -763,13 +799,23 @@ ms_sync_delete(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	{
 		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
 														&TTSOpsMinimalTuple);
+		MsDirectState ds;
 
+		if (rt->direct)
+			MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, true);
 		ms_rewind(olds);
 		while (tuplestore_gettupleslot(olds, true, false, slot))
 		{
-			ms_fill_keys(rt, slot, 0);
-			ms_run_plan(e, rt, rt->delete);
+			if (rt->direct)
+				MsDirectDelete(&ds, slot);
+			else
+			{
+				ms_fill_keys(rt, slot, 0);
+				ms_run_plan(e, rt, rt->delete);
+			}
 		}
+		if (rt->direct)
+			MsDirectEnd(&ds);
 		ExecDropSingleTupleTableSlot(slot);
 	}
 	ms_end(&st);
@@ -828,7 +874,7 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 					tuplestore_puttupleslot(changed, newslot);
 		}
 
-		ms_begin(e, rt, &st);
+		ms_begin(e, rt, &st, set_based || !rt->direct);
 		if (set_based)
 		{
 			ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), changed);
@@ -837,6 +883,10 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 		}
 		else
 		{
+			MsDirectState ds;
+
+			if (rt->direct)
+				MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, false);
 			ms_rewind(olds);
 			ms_rewind(news);
 			while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
@@ -845,11 +895,18 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 				if (!ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
 									   rt->param_byval, rt->param_len))
 					continue;
-				ms_fill_params(rt, newslot);
-				ms_fill_keys(rt, oldslot, rt->nparams);
-				if (ms_run_plan(e, rt, rt->update) == 0)
-					ms_upsert_row(e, rt, newslot);
+				if (rt->direct)
+					MsDirectUpdate(&ds, oldslot, newslot);
+				else
+				{
+					ms_fill_params(rt, newslot);
+					ms_fill_keys(rt, oldslot, rt->nparams);
+					if (ms_run_plan(e, rt, rt->update) == 0)
+						ms_upsert_row(e, rt, newslot);
+				}
 			}
+			if (rt->direct)
+				MsDirectEnd(&ds);
 		}
 		ms_end(&st);
 		if (changed != news)
@@ -901,7 +958,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 		errcb.arg = e->name;
 		errcb.previous = error_context_stack;
 		error_context_stack = &errcb;
-		ms_entry_build(e);
+		ms_entry_build(e, fcinfo->flinfo->fn_oid);
 		error_context_stack = errcb.previous;
 	}
 
@@ -944,7 +1001,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 			{
 				MsExecState st;
 
-				ms_begin(e, rt, &st);
+				ms_begin(e, rt, &st, true);
 				ms_run_sql(e, ms_truncate_sql(rt));
 				ms_end(&st);
 			}
