@@ -39,6 +39,7 @@
 #include "catalog/pg_trigger.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
+#include "executor/nodeModifyTable.h"
 #include "nodes/makefuncs.h"
 #include "optimizer/optimizer.h"
 #include "rewrite/rewriteHandler.h"
@@ -239,10 +240,11 @@ ms_fill_key(MsDirectState *st, TupleTableSlot *src)
 }
 
 /*
- * ms_find locks and returns, in foundslot, the target row whose key is in
- * keyslot.  Rows being written by other transactions are waited for, as a
- * unique index check would; a row updated or deleted meanwhile is looked up
- * again.
+ * ms_find returns, in foundslot, the target row whose key is in keyslot.
+ * Rows being written by other transactions are waited for, as a unique
+ * index check would.  The row is not locked: the write that follows finds
+ * out whether another transaction changed it meanwhile, and then the row
+ * is looked up again, as EvalPlanQual would have the executor do.
  */
 static bool
 ms_find(MsDirectState *st)
@@ -269,42 +271,124 @@ ms_find(MsDirectState *st)
 	for (;;)
 	{
 		TransactionId xwait;
-		TM_FailureData tmfd;
-		TM_Result	res;
 
 		index_rescan(scan, skey, nidx, NULL, 0);
 		found = index_getnext_slot(scan, ForwardScanDirection, st->foundslot);
 		if (!found)
 			break;
-		ExecMaterializeSlot(st->foundslot);
 		xwait = TransactionIdIsValid(snap.xmin) ? snap.xmin : snap.xmax;
-		if (TransactionIdIsValid(xwait))
+		if (!TransactionIdIsValid(xwait))
 		{
-			XactLockTableWait(xwait, st->rel, &st->foundslot->tts_tid, XLTW_Lock);
-			continue;
-		}
-
-		PushActiveSnapshot(GetLatestSnapshot());
-		res = table_tuple_lock(st->rel, &st->foundslot->tts_tid, GetLatestSnapshot(),
-							   st->foundslot, GetCurrentCommandId(false),
-							   LockTupleExclusive, LockWaitBlock, 0, &tmfd);
-		PopActiveSnapshot();
-		if (res == TM_Ok)
+			ExecMaterializeSlot(st->foundslot);
 			break;
-		if (res != TM_Updated && res != TM_Deleted)
-			elog(ERROR, "unexpected table_tuple_lock status %u on \"%s\"",
-				 res, RelationGetRelationName(st->rel));
+		}
+		XactLockTableWait(xwait, st->rel, &st->foundslot->tts_tid, XLTW_FetchUpdated);
 	}
 	index_endscan(scan);
 	return found;
 }
 
 /*
+ * ms_check_result raises the error the executor raises when a row was
+ * changed by the statement that changes it, and tells whether the write
+ * went through (TM_Ok) or must be retried because another transaction
+ * changed the row first.
+ */
+static bool
+ms_check_result(MsDirectState *st, TM_Result res)
+{
+	switch (res)
+	{
+		case TM_Ok:
+			return true;
+		case TM_Updated:
+		case TM_Deleted:
+			return false;
+		case TM_SelfModified:
+			ereport(ERROR,
+					(errcode(ERRCODE_TRIGGERED_DATA_CHANGE_VIOLATION),
+					 errmsg("row of \"%s\" to be written by mailsync was already changed by an operation triggered by the current command",
+							RelationGetRelationName(st->rel))));
+			break;
+		default:
+			elog(ERROR, "unexpected table AM result %u on \"%s\"",
+				 res, RelationGetRelationName(st->rel));
+	}
+	return false;
+}
+
+/*
+ * ms_delete_found deletes the row in foundslot, with its BEFORE and AFTER
+ * row triggers.  Returns false when another transaction changed the row
+ * first: the caller looks it up again.
+ */
+static bool
+ms_delete_found(MsDirectState *st)
+{
+	ResultRelInfo *rri = st->rri;
+	ItemPointer tid = &st->foundslot->tts_tid;
+	TM_FailureData tmfd;
+
+	CheckCmdReplicaIdentity(st->rel, CMD_DELETE);
+	if (rri->ri_TrigDesc && rri->ri_TrigDesc->trig_delete_before_row &&
+		!ExecBRDeleteTriggers(st->estate, &st->epq, rri, tid, NULL, NULL))
+		return true;
+	if (!ms_check_result(st, table_tuple_delete(st->rel, tid,
+												st->estate->es_output_cid,
+												GetActiveSnapshot(), InvalidSnapshot,
+												true, &tmfd, false)))
+		return false;
+	ExecARDeleteTriggers(st->estate, rri, tid, NULL, NULL, false);
+	return true;
+}
+
+/*
+ * ms_update_tuple replaces the row in foundslot by the one in newslot,
+ * with the target's BEFORE and AFTER row triggers, generated columns,
+ * constraints and indexes.  Returns false when another transaction changed
+ * the row first: the caller looks it up again.
+ */
+static bool
+ms_update_tuple(MsDirectState *st)
+{
+	ResultRelInfo *rri = st->rri;
+	Relation	rel = st->rel;
+	ItemPointerData tid = st->foundslot->tts_tid;
+	TupleTableSlot *slot = st->newslot;
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+	List	   *recheck = NIL;
+
+	CheckCmdReplicaIdentity(rel, CMD_UPDATE);
+	if (rri->ri_TrigDesc && rri->ri_TrigDesc->trig_update_before_row &&
+		!ExecBRUpdateTriggers(st->estate, &st->epq, rri, &tid, NULL, slot, NULL))
+		return true;
+	if (rel->rd_att->constr && rel->rd_att->constr->has_generated_stored)
+		ExecComputeStoredGenerated(rri, st->estate, slot, CMD_UPDATE);
+	if (rel->rd_att->constr)
+		ExecConstraints(rri, slot, st->estate);
+	if (!ms_check_result(st, table_tuple_update(rel, &tid, slot,
+												st->estate->es_output_cid,
+												GetActiveSnapshot(), InvalidSnapshot,
+												true, &tmfd, &lockmode,
+												&update_indexes)))
+		return false;
+	if (rri->ri_NumIndices > 0 && update_indexes)
+		recheck = ExecInsertIndexTuples(rri, slot, st->estate, true, false,
+										NULL, NIL);
+	ExecARUpdateTriggers(st->estate, rri, NULL, NULL, &tid, NULL, slot,
+						 recheck, NULL, false);
+	list_free(recheck);
+	return true;
+}
+
+/*
  * ms_update_found rewrites the row in foundslot from the source row src:
  * the columns whose expression reads the source get new values, the others
- * keep theirs.
+ * keep theirs.  Returns false when the row must be looked up again.
  */
-static void
+static bool
 ms_update_found(MsDirectState *st, TupleTableSlot *src)
 {
 	TupleTableSlot *slot = st->newslot;
@@ -316,7 +400,7 @@ ms_update_found(MsDirectState *st, TupleTableSlot *src)
 	memcpy(slot->tts_isnull, st->foundslot->tts_isnull, sizeof(bool) * natts);
 	ms_eval_targets(st, src, slot, false);
 	ExecStoreVirtualTuple(slot);
-	ExecSimpleRelationUpdate(st->rri, st->estate, &st->epq, st->foundslot, slot);
+	return ms_update_tuple(st);
 }
 
 /*
@@ -394,10 +478,10 @@ static void
 ms_upsert(MsDirectState *st, TupleTableSlot *src)
 {
 	ms_fill_key(st, src);
-	if (ms_find(st))
-		ms_update_found(st, src);
-	else
-		ms_insert_new(st, src);
+	while (ms_find(st))
+		if (ms_update_found(st, src))
+			return;
+	ms_insert_new(st, src);
 }
 
 /*
@@ -419,11 +503,13 @@ MsDirectUpsert(MsDirectState *st, TupleTableSlot *src)
 void
 MsDirectUpdate(MsDirectState *st, TupleTableSlot *oldsrc, TupleTableSlot *newsrc)
 {
+	bool		done = false;
+
 	ms_row_begin(st);
 	ms_fill_key(st, oldsrc);
-	if (ms_find(st))
-		ms_update_found(st, newsrc);
-	else
+	while (!done && ms_find(st))
+		done = ms_update_found(st, newsrc);
+	if (!done)
 		ms_upsert(st, newsrc);
 	ms_row_end();
 }
@@ -436,7 +522,7 @@ MsDirectDelete(MsDirectState *st, TupleTableSlot *oldsrc)
 {
 	ms_row_begin(st);
 	ms_fill_key(st, oldsrc);
-	if (ms_find(st))
-		ExecSimpleRelationDelete(st->rri, st->estate, &st->epq, st->foundslot);
+	while (ms_find(st) && !ms_delete_found(st))
+		;
 	ms_row_end();
 }
