@@ -17,7 +17,7 @@ quick=0
 if [ $quick = 1 ]; then
 	BULK=2000 LOOP=1000 PGB_SECS=1 REPS=1 MEM_ROWS=20000 UUIDS=10000
 else
-	BULK=200000 LOOP=100000 PGB_SECS=10 REPS=3 MEM_ROWS=2000000 UUIDS=1000000
+	BULK=200000 LOOP=100000 PGB_SECS=10 REPS=5 MEM_ROWS=2000000 UUIDS=1000000
 fi
 
 ms_need_root
@@ -85,7 +85,7 @@ record() {	# record CASE KIND REP (KIND bulk|loop)
 	local vals
 	psql_ -d bench -c "CHECKPOINT" >/dev/null
 	vals=$(times "$c" "$file")
-	echo "raw: case $c rep $rep $kind: $vals"
+	echo "raw: case $c rep $rep $kind: $(echo $vals)"
 	set -- $names
 	for v in $vals; do
 		T[$c,$1,$rep]=$v
