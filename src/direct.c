@@ -55,14 +55,15 @@
  * MsDirectEligible tells whether the target of a direction can be written
  * directly: no rules, and no statement-level trigger nor transition table
  * but those of the link's own triggers (trigger function trigger_fn, link
- * name as argument).
+ * name as argument).  With capture_only, it tells only whether every
+ * transition table of the target belongs to the link's own triggers.
  */
 bool
-MsDirectEligible(Relation dst, const char *link, Oid trigger_fn)
+MsDirectEligible(Relation dst, const char *link, Oid trigger_fn, bool capture_only)
 {
 	TriggerDesc *trigdesc = dst->trigdesc;
 
-	if (dst->rd_rules != NULL)
+	if (dst->rd_rules != NULL && !capture_only)
 		return false;
 	for (int i = 0; trigdesc && i < trigdesc->numtriggers; i++)
 	{
@@ -70,7 +71,8 @@ MsDirectEligible(Relation dst, const char *link, Oid trigger_fn)
 		bool		own = tg->tgfoid == trigger_fn && tg->tgnargs == 1 &&
 			strcmp(tg->tgargs[0], link) == 0;
 
-		if (!own && (!TRIGGER_FOR_ROW(tg->tgtype) || tg->tgoldtable || tg->tgnewtable))
+		if (!own && ((!capture_only && !TRIGGER_FOR_ROW(tg->tgtype)) ||
+					 tg->tgoldtable || tg->tgnewtable))
 			return false;
 	}
 	return true;

@@ -188,7 +188,8 @@ extern char *MsSqlTruncate(const MsDirection *d);
 extern char *MsTriggerName(const char *link, MsEvent event);
 
 /* direct.c */
-extern bool MsDirectEligible(Relation dst, const char *link, Oid trigger_fn);
+extern bool MsDirectEligible(Relation dst, const char *link, Oid trigger_fn,
+							 bool capture_only);
 extern MsDirectPlan *MsDirectPlanBuild(const MsDirection *d);
 extern void MsDirectBegin(MsDirectState *st, const MsDirection *d,
 						  const MsDirectPlan *plan, bool deleting);

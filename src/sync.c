@@ -58,6 +58,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
@@ -100,6 +101,7 @@ typedef struct MsRuntime
 	Oid			dst_relid;
 	Oid			dst_owner;
 	MsDirectPlan *direct;		/* set when rows are written directly */
+	bool		own_capture;	/* only the link's triggers capture the target */
 	int			side;			/* MS_UP or MS_DOWN */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	update;
@@ -137,6 +139,15 @@ typedef struct MsGuardEntry
 
 /* From how many rows mailsync.set_based = auto takes the set-based path */
 #define MS_SET_BASED_MIN_ROWS	32
+
+static ExecutorStart_hook_type prev_executor_start = NULL;
+
+/*
+ * The target of the statement mailsync runs next, when the only triggers
+ * that would capture its rows into transition tables are the link's own:
+ * those are silent while the link writes, so the capture is skipped.
+ */
+static Oid	uncaptured_relid = InvalidOid;
 
 static HTAB *link_cache = NULL;
 static MemoryContext link_cache_cxt = NULL;
@@ -207,12 +218,43 @@ ms_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 }
 
 /*
+ * ms_executor_start drops the transition capture of the statement that
+ * mailsync writes the other table of a link with, when only that link's
+ * own (silenced) triggers would read it.  The statement triggers still
+ * fire, and return at once.
+ */
+static void
+ms_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	Oid			relid = uncaptured_relid;
+
+	uncaptured_relid = InvalidOid;
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+	if (OidIsValid(relid) && queryDesc->planstate &&
+		IsA(queryDesc->planstate, ModifyTableState))
+	{
+		ModifyTableState *mt = (ModifyTableState *) queryDesc->planstate;
+
+		if (RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc) == relid)
+		{
+			mt->mt_transition_capture = NULL;
+			mt->mt_oc_transition_capture = NULL;
+		}
+	}
+}
+
+/*
  * MsSyncInit registers the callbacks of the sync machinery; called once
  * from _PG_init.
  */
 void
 MsSyncInit(void)
 {
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = ms_executor_start;
 	CacheRegisterRelcacheCallback(ms_invalidate_callback, (Datum) 0);
 	CacheRegisterSyscacheCallback(PROCOID, ms_proc_callback, (Datum) 0);
 	RegisterXactCallback(ms_xact_callback, NULL);
@@ -404,7 +446,9 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 
 	rt->dst_relid = RelationGetRelid(dst);
 	rt->dst_owner = dst->rd_rel->relowner;
-	rt->direct = MsDirectEligible(dst, link, trigger_fn) ? MsDirectPlanBuild(d) : NULL;
+	rt->direct = MsDirectEligible(dst, link, trigger_fn, false) ?
+		MsDirectPlanBuild(d) : NULL;
+	rt->own_capture = MsDirectEligible(dst, link, trigger_fn, true);
 	rt->side = side;
 	rt->insert = ms_prepare(MsSqlInsertRow(d), rt->nparams, types, rt->dst_owner);
 	rt->update = ms_prepare(MsSqlUpdateRow(d), rt->nparams + rt->nkeys, types,
@@ -642,7 +686,10 @@ ms_end(MsExecState *st)
 static uint64
 ms_run_plan(MsLinkEntry *e, MsRuntime *rt, SPIPlanPtr plan)
 {
-	int			rc = SPI_execute_plan(plan, rt->values, rt->nulls, false, 0);
+	int			rc;
+
+	uncaptured_relid = rt->own_capture ? rt->dst_relid : InvalidOid;
+	rc = SPI_execute_plan(plan, rt->values, rt->nulls, false, 0);
 
 	if (rc < 0)
 		elog(ERROR, "mailsync link \"%s\": SPI failed: %s", e->name,
@@ -655,9 +702,12 @@ ms_run_plan(MsLinkEntry *e, MsRuntime *rt, SPIPlanPtr plan)
  * returns the rows it touched.
  */
 static uint64
-ms_run_sql(MsLinkEntry *e, const char *sql)
+ms_run_sql(MsLinkEntry *e, MsRuntime *rt, const char *sql)
 {
-	int			rc = SPI_execute(sql, false, 0);
+	int			rc;
+
+	uncaptured_relid = rt->own_capture ? rt->dst_relid : InvalidOid;
+	rc = SPI_execute(sql, false, 0);
 
 	if (rc < 0)
 		elog(ERROR, "mailsync link \"%s\": SPI failed: %s", e->name,
@@ -747,7 +797,7 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	if (set_based)
 	{
 		ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), news);
-		ms_run_sql(e, rt->set_upsert_sql);
+		ms_run_sql(e, rt, rt->set_upsert_sql);
 	}
 	else
 	{
@@ -793,7 +843,7 @@ ms_sync_delete(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	if (set_based)
 	{
 		ms_register_table(MS_OLD_TABLE, RelationGetRelid(td->tg_relation), olds);
-		ms_run_sql(e, rt->set_delete_sql);
+		ms_run_sql(e, rt, rt->set_delete_sql);
 	}
 	else
 	{
@@ -878,8 +928,8 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 		if (set_based)
 		{
 			ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), changed);
-			if (ms_run_sql(e, rt->set_update_sql) < (uint64) nchanged)
-				ms_run_sql(e, rt->set_upsert_sql);
+			if (ms_run_sql(e, rt, rt->set_update_sql) < (uint64) nchanged)
+				ms_run_sql(e, rt, rt->set_upsert_sql);
 		}
 		else
 		{
@@ -1002,7 +1052,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 				MsExecState st;
 
 				ms_begin(e, rt, &st, true);
-				ms_run_sql(e, ms_truncate_sql(rt));
+				ms_run_sql(e, rt, ms_truncate_sql(rt));
 				ms_end(&st);
 			}
 			break;
