@@ -12,13 +12,15 @@ OBJS		= mailsync.o \
 			  src/link.o \
 			  src/sync.o \
 			  src/direct.o \
+			  src/backfill.o \
+			  src/verify.o \
 			  src/uuid.o \
 			  src/ensure_uuid.o
 PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
 
 DATA		= mailsync--$(EXTVERSION).sql
 
-REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid
+REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid backfill verify
 
 
 ISOLATION	= concurrent_update cache_invalidation

@@ -36,8 +36,46 @@ COMMENT ON COLUMN mailsync.links.shared_sequence IS
 COMMENT ON COLUMN mailsync.links.replaced_default IS
 	'The key default that link replaced, restored by unlink';
 
--- pg_dump carries the links; the triggers come with the tables they are on.
+-- Where each backfill is: one row a link and direction.
+CREATE TABLE mailsync.backfills (
+	link			text NOT NULL,
+	direction		text NOT NULL
+					CHECK (direction OPERATOR(pg_catalog.=) ANY (ARRAY['up', 'down'])),
+	state			text NOT NULL
+					CHECK (state OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'done'])),
+	position		text[],
+	stop_at			text[],
+	rows_done		bigint NOT NULL,
+	rows_total		bigint NOT NULL,
+	batch_size		integer NOT NULL,
+	started_at		timestamptz NOT NULL,
+	updated_at		timestamptz NOT NULL,
+	finished_at		timestamptz,
+	PRIMARY KEY (link, direction)
+);
+
+COMMENT ON TABLE mailsync.backfills IS
+	'One row a backfill: its position (the last key copied, as text), where it stops, and its progress';
+
+-- The last verification of each link.
+CREATE TABLE mailsync.verifications (
+	link				text PRIMARY KEY,
+	direction			text NOT NULL,
+	verified_at			timestamptz NOT NULL,
+	missing_in_current	bigint NOT NULL,
+	missing_in_legacy	bigint NOT NULL,
+	differs				bigint NOT NULL,
+	duration			interval NOT NULL
+);
+
+COMMENT ON TABLE mailsync.verifications IS
+	'The result of the last mailsync.verify or verify_summary of each link';
+
+-- pg_dump carries the links and the state of their backfills; the
+-- triggers come with the tables they are on.
 SELECT pg_catalog.pg_extension_config_dump('mailsync.links', '');
+SELECT pg_catalog.pg_extension_config_dump('mailsync.backfills', '');
+SELECT pg_catalog.pg_extension_config_dump('mailsync.verifications', '');
 
 -- Everyone may call mailsync's functions (each checks what it must) and
 -- read the catalog; the sync triggers read it in the writer's session.
@@ -45,8 +83,8 @@ GRANT USAGE ON SCHEMA mailsync TO PUBLIC;
 
 -- Table owners link through mailsync.link, which writes this table as the
 -- extension's owner; nobody else may change it.
-REVOKE ALL ON mailsync.links FROM PUBLIC;
-GRANT SELECT ON mailsync.links TO PUBLIC;
+REVOKE ALL ON mailsync.links, mailsync.backfills, mailsync.verifications FROM PUBLIC;
+GRANT SELECT ON mailsync.links, mailsync.backfills, mailsync.verifications TO PUBLIC;
 
 CREATE FUNCTION mailsync._links_changed()
 RETURNS trigger
@@ -106,18 +144,26 @@ COMMENT ON FUNCTION mailsync._check_link(text) IS
 
 CREATE FUNCTION mailsync.status()
 RETURNS TABLE (
-	name		text,
-	legacy		pg_catalog.regclass,
-	current		pg_catalog.regclass,
-	direction	text,
-	triggers_ok	boolean,
-	problem		text)
+	name				text,
+	legacy				pg_catalog.regclass,
+	current				pg_catalog.regclass,
+	direction			text,
+	triggers_ok			boolean,
+	backfill			text,
+	backfill_position	text,
+	backfill_percent	numeric,
+	backfill_rate		numeric,
+	verified_at			timestamptz,
+	drift				bigint,
+	problem				text)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	l			record;
 	t			record;
+	b			record;
+	v			record;
 	enabled		"char";
 	problems	text[];
 BEGIN
@@ -164,6 +210,44 @@ BEGIN
 				problems := problems || SQLERRM;
 			END;
 		END IF;
+
+		-- the latest backfill; a running one that no session holds was interrupted
+		SELECT bf.* INTO b FROM mailsync.backfills bf
+		WHERE bf.link = l.name ORDER BY bf.updated_at DESC LIMIT 1;
+		IF FOUND THEN
+			backfill := b.direction || ': ' ||
+				CASE WHEN b.state = 'running' AND NOT EXISTS (
+						SELECT FROM pg_locks k
+						WHERE k.locktype = 'advisory' AND k.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+						  AND k.classid = 43110
+						  AND k.objid = ((hashtext(l.name)::bigint) & 4294967295)::oid
+						  AND k.objsubid = 2 AND k.granted)
+					 THEN 'interrupted' ELSE b.state END;
+			backfill_position := b.position::text;
+			backfill_percent := CASE WHEN b.rows_total > 0
+				THEN round(100.0 * b.rows_done / b.rows_total, 1) ELSE 100 END;
+			backfill_rate := CASE WHEN b.updated_at > b.started_at
+				THEN round(b.rows_done / extract(epoch FROM b.updated_at - b.started_at)) END;
+			IF backfill LIKE '%interrupted' THEN
+				problems := problems || format('the %s backfill was interrupted at key %s; CALL mailsync.backfill(%L) resumes it',
+											   b.direction, coalesce(b.position::text, '(start)'), l.name);
+			END IF;
+		ELSE
+			backfill := NULL;
+			backfill_position := NULL;
+			backfill_percent := NULL;
+			backfill_rate := NULL;
+		END IF;
+
+		SELECT vf.* INTO v FROM mailsync.verifications vf WHERE vf.link = l.name;
+		IF FOUND THEN
+			verified_at := v.verified_at;
+			drift := v.missing_in_current + v.missing_in_legacy + v.differs;
+		ELSE
+			verified_at := NULL;
+			drift := NULL;
+		END IF;
+
 		problem := NULLIF(array_to_string(problems, '; '), '');
 		RETURN NEXT;
 	END LOOP;
@@ -171,7 +255,59 @@ END
 $$;
 
 COMMENT ON FUNCTION mailsync.status() IS
-	'One row a link: its tables, direction, whether its triggers are in place, and what is broken';
+	'One row a link: its tables, direction, triggers, backfill and last verification, and what is broken';
+
+------------------------------------------------------------------------
+-- Backfill, verify, repair
+------------------------------------------------------------------------
+
+CREATE PROCEDURE mailsync.backfill(
+	name		text,
+	direction	text DEFAULT NULL,
+	batch_size	integer DEFAULT 5000,
+	pause		interval DEFAULT '0',
+	restart		boolean DEFAULT false)
+AS 'MODULE_PATHNAME', 'mailsync_backfill'
+LANGUAGE C;
+
+COMMENT ON PROCEDURE mailsync.backfill(text, text, integer, interval, boolean) IS
+	'Copy the rows one side has and the other lacks or has different, in resumable keyset batches, one transaction each';
+
+CREATE FUNCTION mailsync.verify(
+	name		text,
+	direction	text DEFAULT NULL)
+RETURNS TABLE (key pg_catalog.jsonb, problem text, legacy pg_catalog.jsonb, current pg_catalog.jsonb)
+AS 'MODULE_PATHNAME', 'mailsync_verify'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync.verify(text, text) IS
+	'One row a key on which the tables of a link disagree through its mapping';
+
+CREATE FUNCTION mailsync.verify_summary(
+	name		text,
+	direction	text DEFAULT NULL,
+	OUT missing_in_current bigint,
+	OUT missing_in_legacy bigint,
+	OUT differs bigint,
+	OUT compared text,
+	OUT verified_at timestamptz)
+AS 'MODULE_PATHNAME', 'mailsync_verify_summary'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync.verify_summary(text, text) IS
+	'How many keys of a link drifted, by kind';
+
+CREATE FUNCTION mailsync.repair(
+	name		text,
+	source		text,
+	OUT inserted bigint,
+	OUT updated bigint,
+	OUT deleted bigint)
+AS 'MODULE_PATHNAME', 'mailsync_repair'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION mailsync.repair(text, text) IS
+	'Make the other table of a link match source for exactly the keys verify reports';
 
 ------------------------------------------------------------------------
 -- UUIDs for credential rows

@@ -72,18 +72,13 @@ typedef struct MsEnsure
 } MsEnsure;
 
 /*
- * ms_ensure_commit ends a step: commits when running non-atomically.  The
- * pinned search path belongs to one transaction, so it is pushed again in
- * the next.
+ * ms_ensure_commit ends a step: commits when running non-atomically.
  */
 static void
 ms_ensure_commit(MsEnsure *s)
 {
-	if (s->atomic)
-		return;
-	MsPopPinnedPath();
-	SPI_commit();
-	MsPushPinnedPath();
+	if (!s->atomic)
+		MsCommitPinned();
 }
 
 /*

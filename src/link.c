@@ -640,11 +640,76 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	MsSpiExecWithArgs("DELETE FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
+	MsSpiExecWithArgs("DELETE FROM mailsync.backfills WHERE link = $1",
+					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
+	MsSpiExecWithArgs("DELETE FROM mailsync.verifications WHERE link = $1",
+					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
 	SetUserIdAndSecContext(save_userid, save_sec);
 
 	MsPopPinnedPath();
 	SPI_finish();
 	PG_RETURN_VOID();
+}
+
+/*
+ * MsLoadLink reads a link from mailsync.links and compiles it.  The caller
+ * has connected to SPI and pushed the pinned search path; the tables stay
+ * locked (AccessShareLock) to the end of the transaction.  The result is
+ * allocated in the memory context current at the call.
+ */
+MsLinkDef *
+MsLoadLink(const char *name, bool from_trigger)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Oid			argtype = TEXTOID;
+	Datum		arg = CStringGetTextDatum(name);
+	bool		isnull;
+	Oid			rels[2];
+	Relation	legacy;
+	Relation	current;
+	Jsonb	   *columns;
+	List	   *key;
+	char	   *direction;
+	MsLinkDef  *def;
+
+	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction "
+					  "FROM mailsync.links WHERE name = $1",
+					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("link \"%s\" does not exist", name),
+				 from_trigger ?
+				 errhint("A trigger of a removed link was left behind; drop it, or link the tables again.") :
+				 errhint("SELECT name FROM mailsync.links lists the links.")));
+
+	MemoryContextSwitchTo(cxt);
+	rels[0] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	rels[1] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 2, &isnull));
+	columns = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 3, &isnull));
+	key = MsTextArrayToList(DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
+																 SPI_tuptable->tupdesc,
+																 4, &isnull)),
+							"key");
+	direction = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 5, &isnull));
+
+	legacy = try_table_open(rels[0], AccessShareLock);
+	current = try_table_open(rels[1], AccessShareLock);
+	if (legacy == NULL || current == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("link \"%s\" is broken: its %s table (OID %u) no longer exists",
+						name, legacy == NULL ? "legacy" : "current",
+						legacy == NULL ? rels[0] : rels[1]),
+				 errhint("Run mailsync.unlink('%s').", name)));
+	def = MsCompileLink(name, legacy, current, columns, key, direction);
+	table_close(legacy, NoLock);
+	table_close(current, NoLock);
+	return def;
 }
 
 /*
@@ -656,56 +721,11 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 Datum
 mailsync_check_link(PG_FUNCTION_ARGS)
 {
-	char	   *name;
-	Oid			argtype = TEXTOID;
-	Datum		arg;
-	bool		isnull;
-	Oid			rels[2];
-	Relation	legacy;
-	Relation	current;
-	Jsonb	   *columns;
-	List	   *key;
-	char	   *direction;
-
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync._check_link");
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	arg = CStringGetTextDatum(name);
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	MsPushPinnedPath();
-	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction "
-					  "FROM mailsync.links WHERE name = $1",
-					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("link \"%s\" does not exist", name)));
-	rels[0] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	rels[1] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 2, &isnull));
-	columns = DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 3, &isnull));
-	key = MsTextArrayToList(DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0],
-															 SPI_tuptable->tupdesc,
-															 4, &isnull)),
-							"key");
-	direction = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 5, &isnull));
-
-	legacy = try_table_open(rels[0], AccessShareLock);
-	current = try_table_open(rels[1], AccessShareLock);
-	if (legacy == NULL || current == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("%s table (OID %u) no longer exists",
-						legacy == NULL ? "legacy" : "current",
-						legacy == NULL ? rels[0] : rels[1])));
-	(void) MsCompileLink(name, legacy, current, columns, key, direction);
-	table_close(legacy, AccessShareLock);
-	table_close(current, AccessShareLock);
-
+	(void) MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
 	MsPopPinnedPath();
 	SPI_finish();
 	PG_RETURN_VOID();

@@ -38,6 +38,9 @@
 /* Longest link name: trigger names "mailsync_<name>_truncate" must fit */
 #define MS_MAX_LINK_NAME	40
 
+/* First key of the session advisory lock a backfill holds on its link */
+#define MS_ADVISORY_CLASS	43110
+
 /* Table alias that target rows carry in generated statements */
 #define MS_TARGET_ALIAS		"ms_target"
 
@@ -87,6 +90,7 @@ typedef struct MsDirection
 	AttrNumber *dst_key;		/* target key attnos, same order */
 	Oid		   *key_eqop;		/* equality operator of each target key */
 	Oid			dst_keyidx;		/* the target's unique index on the key */
+	Oid			src_keyidx;		/* the source's */
 } MsDirection;
 
 /*
@@ -150,6 +154,7 @@ extern void _PG_init(void);
 
 /* util.c */
 extern void MsPushPinnedPath(void);
+extern void MsCommitPinned(void);
 extern void MsPopPinnedPath(void);
 extern char *MsQualifiedRelName(Oid relid);
 extern char *MsRelDisplayName(Oid relid);
@@ -162,6 +167,9 @@ extern void MsSpiExec(const char *sql, int expected);
 extern void MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected);
 extern void MsSpiExecRetryLock(const char *sql, int expected);
+extern void MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
+									   Datum *values, const char *nulls,
+									   int expected);
 extern char *MsLockTimeoutValue(void);
 
 /* mapping.c */
@@ -175,6 +183,9 @@ extern void MsCheckDirection(const char *direction);
 extern void MsCheckLinkableTable(Relation rel, const char *role);
 extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
 
+/* link.c */
+extern MsLinkDef *MsLoadLink(const char *name, bool from_trigger);
+
 /* sqlgen.c */
 extern char *MsTableSourceClause(const MsDirection *d);
 extern char *MsTransitionSourceClause(const MsDirection *d, const char *enr);
@@ -186,6 +197,17 @@ extern char *MsSqlUpdate(const MsDirection *d, const char *from);
 extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
 extern char *MsTriggerName(const char *link, MsEvent event);
+extern char *MsSqlLastKey(const MsDirection *d);
+extern char *MsSqlCountUpTo(const MsDirection *d);
+extern char *MsSqlBackfillBatch(const MsDirection *d);
+extern char *MsSqlDiff(const MsDirection *d, const char *src_side,
+					   const char *dst_side, bool values);
+extern char *MsSqlRepair(const MsDirection *d, const char *src_side,
+						 const char *dst_side);
+
+/* backfill.c */
+struct LOCKTAG;
+extern void MsAdvisoryLockTag(struct LOCKTAG *tag, const char *link);
 
 /* direct.c */
 extern bool MsDirectEligible(Relation dst, const char *link, Oid trigger_fn,

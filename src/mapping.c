@@ -926,6 +926,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			d->dst_key = up ? cur_keys : leg_keys;
 			d->key_eqop = eqops[up ? MS_CURRENT_SIDE : MS_LEGACY_SIDE];
 			d->dst_keyidx = keyidx[up ? MS_CURRENT_SIDE : MS_LEGACY_SIDE];
+			d->src_keyidx = keyidx[up ? MS_LEGACY_SIDE : MS_CURRENT_SIDE];
 			for (int t = 0; t < d->ntargets; t++)
 				for (int k = 0; k < d->nkeys; k++)
 					if (d->targets[t].attno == d->dst_key[k])

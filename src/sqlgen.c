@@ -23,7 +23,9 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
 #include "catalog/pg_operator.h"
 #include "lib/stringinfo.h"
 #include "nodes/makefuncs.h"
@@ -343,4 +345,340 @@ char *
 MsSqlTruncate(const MsDirection *d)
 {
 	return psprintf("TRUNCATE TABLE ONLY %s", MsQualifiedRelName(d->dst_relid));
+}
+
+/*
+ * ms_src_key_op returns OPERATOR(schema.op) for a btree strategy of source
+ * key column k, from the opfamily of the source's key index, so that keyset
+ * batches walk the keys in the index's order, whatever their type.
+ */
+static char *
+ms_src_key_op(const MsDirection *d, int k, StrategyNumber strategy)
+{
+	Relation	idx = index_open(d->src_keyidx, AccessShareLock);
+	Oid			op = InvalidOid;
+
+	for (int j = 0; j < idx->rd_index->indnkeyatts; j++)
+		if (idx->rd_index->indkey.values[j] == d->src_key[k])
+			op = get_opfamily_member(idx->rd_opfamily[j], idx->rd_opcintype[j],
+									 idx->rd_opcintype[j], strategy);
+	index_close(idx, AccessShareLock);
+	if (!OidIsValid(op))
+		elog(ERROR, "no btree operator %d for key column %d of the source index %u",
+			 strategy, d->src_key[k], d->src_keyidx);
+	return ms_operator_sql(op);
+}
+
+/*
+ * ms_src_key_col returns "alias.column" of source key column k.
+ */
+static char *
+ms_src_key_col(const MsDirection *d, int k)
+{
+	return psprintf("%s.%s", d->src_alias,
+					quote_identifier(get_attname(d->src_relid, d->src_key[k], false)));
+}
+
+/*
+ * ms_src_key_value returns "CAST($param[k] AS type)": a key value stored as
+ * text, back in the type of source key column k.
+ */
+static char *
+ms_src_key_value(const MsDirection *d, int k, int param)
+{
+	return psprintf("CAST($%d[%d] AS %s)", param, k + 1,
+					format_type_be_qualified(get_atttype(d->src_relid, d->src_key[k])));
+}
+
+/*
+ * ms_append_after appends the condition that the source key comes after
+ * the key in text[] parameter $param, in the key index's order: for a key
+ * (a, b), a >= $p[1] AND (a > $p[1] OR (a = $p[1] AND b > $p[2])).
+ */
+static void
+ms_append_after(StringInfo buf, const MsDirection *d, int param)
+{
+	appendStringInfoChar(buf, '(');
+	if (d->nkeys > 1)
+		appendStringInfo(buf, "%s %s %s AND ", ms_src_key_col(d, 0),
+						 ms_src_key_op(d, 0, BTGreaterEqualStrategyNumber),
+						 ms_src_key_value(d, 0, param));
+	appendStringInfoChar(buf, '(');
+	for (int k = 0; k < d->nkeys; k++)
+	{
+		if (k > 0)
+			appendStringInfoString(buf, " OR (");
+		for (int e = 0; e < k; e++)
+			appendStringInfo(buf, "%s %s %s AND ", ms_src_key_col(d, e),
+							 ms_src_key_op(d, e, BTEqualStrategyNumber),
+							 ms_src_key_value(d, e, param));
+		appendStringInfo(buf, "%s %s %s", ms_src_key_col(d, k),
+						 ms_src_key_op(d, k, BTGreaterStrategyNumber),
+						 ms_src_key_value(d, k, param));
+		if (k > 0)
+			appendStringInfoChar(buf, ')');
+	}
+	appendStringInfoString(buf, "))");
+}
+
+/*
+ * ms_append_key_order appends the source key columns with USING operators
+ * for ORDER BY, ascending or descending.
+ */
+static void
+ms_append_key_order(StringInfo buf, const MsDirection *d, bool descending)
+{
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(buf, "%s%s USING %s", k ? ", " : "", ms_src_key_col(d, k),
+						 ms_src_key_op(d, k, descending ? BTGreaterStrategyNumber :
+									   BTLessStrategyNumber));
+}
+
+/*
+ * ms_append_key_text appends ARRAY[key columns as text].
+ */
+static void
+ms_append_key_text(StringInfo buf, const MsDirection *d)
+{
+	appendStringInfoString(buf, "ARRAY[");
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(buf, "%s%s::pg_catalog.text", k ? ", " : "", ms_src_key_col(d, k));
+	appendStringInfoChar(buf, ']');
+}
+
+/*
+ * MsSqlLastKey returns the query of the highest source key, as text[].
+ */
+char *
+MsSqlLastKey(const MsDirection *d)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT ");
+	ms_append_key_text(&buf, d);
+	appendStringInfo(&buf, " FROM %s ORDER BY ", MsTableSourceClause(d));
+	ms_append_key_order(&buf, d, true);
+	appendStringInfoString(&buf, " LIMIT 1");
+	return buf.data;
+}
+
+/*
+ * MsSqlCountUpTo returns the query that counts the source rows up to the key
+ * in text[] parameter $1.
+ */
+char *
+MsSqlCountUpTo(const MsDirection *d)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE NOT ",
+					 MsTableSourceClause(d));
+	ms_append_after(&buf, d, 1);
+	return buf.data;
+}
+
+/*
+ * ms_append_image_ne appends the condition that two sets of columns differ
+ * in their stored image (NULLs equal to each other): row1 and row2 are
+ * printf formats applied to each column name.
+ */
+static void
+ms_append_image_ne(StringInfo buf, const MsDirection *d, const char *left,
+				   const char *right)
+{
+	int			n = 0;
+
+	appendStringInfoString(buf, "pg_catalog.record_image_ne(ROW(");
+	for (int t = 0; t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+			appendStringInfo(buf, "%s%s.%s", n++ ? ", " : "", left,
+							 quote_identifier(d->targets[t].column));
+	appendStringInfoString(buf, "), ROW(");
+	n = 0;
+	for (int t = 0; t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+			appendStringInfo(buf, "%s%s.%s", n++ ? ", " : "", right,
+							 quote_identifier(d->targets[t].column));
+	appendStringInfoString(buf, "))");
+}
+
+/*
+ * ms_compared_columns counts the target columns verify compares: those
+ * whose expression reads the source, keys aside (they match by the join).
+ */
+static int
+ms_compared_columns(const MsDirection *d)
+{
+	int			n = 0;
+
+	for (int t = 0; t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+			n++;
+	return n;
+}
+
+/*
+ * MsSqlBackfillBatch returns the statement of one backfill batch: the next
+ * batch_size source rows after the key in text[] $1 and up to the key in
+ * text[] $2 (NULL $1: from the first), locked FOR SHARE so that concurrent
+ * writers of those rows wait for the batch, upserted into the target where
+ * missing or different.  It returns the rows read, the rows written and
+ * the last key read.
+ */
+char *
+MsSqlBackfillBatch(const MsDirection *d)
+{
+	StringInfoData buf;
+	StringInfoData from;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "WITH b AS MATERIALIZED (SELECT * FROM %s WHERE ($1 IS NULL OR ",
+					 MsTableSourceClause(d));
+	ms_append_after(&buf, d, 1);
+	appendStringInfoString(&buf, ") AND NOT ");
+	ms_append_after(&buf, d, 2);
+	appendStringInfoString(&buf, " ORDER BY ");
+	ms_append_key_order(&buf, d, false);
+	appendStringInfo(&buf, " LIMIT $3 FOR SHARE OF %s), w AS (", d->src_alias);
+
+	initStringInfo(&from);
+	appendStringInfo(&from, "b AS %s", d->src_alias);
+	appendStringInfoString(&buf, MsSqlUpsert(d, from.data, true));
+	if (ms_compared_columns(d) > 0)
+	{
+		appendStringInfoString(&buf, " WHERE ");
+		ms_append_image_ne(&buf, d, MS_TARGET_ALIAS, "EXCLUDED");
+	}
+	appendStringInfoString(&buf, " RETURNING 1) SELECT (SELECT pg_catalog.count(*) FROM b), "
+						   "(SELECT pg_catalog.count(*) FROM w), (SELECT ");
+	ms_append_key_text(&buf, d);
+	appendStringInfo(&buf, " FROM b AS %s ORDER BY ", d->src_alias);
+	ms_append_key_order(&buf, d, true);
+	appendStringInfoString(&buf, " LIMIT 1)");
+	return buf.data;
+}
+
+/*
+ * MsSqlDiff returns the query of the keys on which source and target
+ * disagree through the mapping, in one full join on the key: columns k1..
+ * (the key, in the target's types), "problem" ('missing in <side>' or
+ * 'differs'), and, with values, s_<column> and t_<column> for each compared
+ * column: what the source row maps to and what the target row holds.
+ */
+char *
+MsSqlDiff(const MsDirection *d, const char *src_side, const char *dst_side,
+		  bool values)
+{
+	StringInfoData buf;
+	int			ncompared = ms_compared_columns(d);
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT ");
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(&buf, "COALESCE(s.k%d, t.k%d) AS k%d, ", k + 1, k + 1, k + 1);
+	appendStringInfo(&buf, "CASE WHEN t.p IS NULL THEN 'missing in %s' "
+					 "WHEN s.p IS NULL THEN 'missing in %s' ELSE 'differs' END AS problem",
+					 dst_side, src_side);
+	for (int t = 0; values && t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+			appendStringInfo(&buf, ", s.%s AS s_%d, t.%s AS t_%d",
+							 quote_identifier(d->targets[t].column), t,
+							 quote_identifier(d->targets[t].column), t);
+
+	/* the source rows, mapped */
+	appendStringInfoString(&buf, " FROM (SELECT true AS p");
+	for (int k = 0; k < d->nkeys; k++)
+		for (int t = 0; t < d->ntargets; t++)
+			if (d->targets[t].attno == d->dst_key[k])
+				appendStringInfo(&buf, ", CAST(%s AS %s) AS k%d", d->targets[t].expr,
+								 format_type_be_qualified(get_atttype(d->dst_relid, d->dst_key[k])),
+								 k + 1);
+	for (int t = 0; t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+		{
+			Oid			typid;
+			int32		typmod;
+			Oid			collid;
+
+			get_atttypetypmodcoll(d->dst_relid, d->targets[t].attno, &typid, &typmod, &collid);
+			appendStringInfo(&buf, ", CAST(%s AS %s) AS %s", d->targets[t].expr,
+							 format_type_with_typemod(typid, typmod),
+							 quote_identifier(d->targets[t].column));
+		}
+	appendStringInfo(&buf, " FROM %s) AS s", MsTableSourceClause(d));
+
+	/* the target rows */
+	appendStringInfoString(&buf, " FULL JOIN (SELECT true AS p");
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(&buf, ", %s.%s AS k%d", MS_TARGET_ALIAS,
+						 quote_identifier(get_attname(d->dst_relid, d->dst_key[k], false)),
+						 k + 1);
+	for (int t = 0; t < d->ntargets; t++)
+		if (!d->targets[t].is_key && d->targets[t].reads_source)
+			appendStringInfo(&buf, ", %s.%s", MS_TARGET_ALIAS,
+							 quote_identifier(d->targets[t].column));
+	appendStringInfo(&buf, " FROM ONLY %s AS %s) AS t ON ",
+					 MsQualifiedRelName(d->dst_relid), MS_TARGET_ALIAS);
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(&buf, "%ss.k%d %s t.k%d", k ? " AND " : "", k + 1,
+						 ms_operator_sql(d->key_eqop[k]), k + 1);
+
+	appendStringInfoString(&buf, " WHERE s.p IS NULL OR t.p IS NULL");
+	if (ncompared > 0)
+	{
+		appendStringInfoString(&buf, " OR ");
+		ms_append_image_ne(&buf, d, "s", "t");
+	}
+	return buf.data;
+}
+
+/*
+ * MsSqlRepair returns the statement that makes the target match the source
+ * for exactly the keys of the diff: inserts the rows missing in the target,
+ * rewrites the ones that differ, deletes the ones the source does not have.
+ * It returns the three counts.
+ */
+char *
+MsSqlRepair(const MsDirection *d, const char *src_side, const char *dst_side)
+{
+	StringInfoData buf;
+	StringInfoData keymatch_src;
+	StringInfoData keymatch_dst;
+	StringInfoData from;
+
+	/* d.k = the source row's key, and the target row's */
+	initStringInfo(&keymatch_src);
+	initStringInfo(&keymatch_dst);
+	for (int k = 0; k < d->nkeys; k++)
+	{
+		for (int t = 0; t < d->ntargets; t++)
+			if (d->targets[t].attno == d->dst_key[k])
+				appendStringInfo(&keymatch_src, "%sd.k%d %s CAST(%s AS %s)",
+								 k ? " AND " : "", k + 1, ms_operator_sql(d->key_eqop[k]),
+								 d->targets[t].expr,
+								 format_type_be_qualified(get_atttype(d->dst_relid, d->dst_key[k])));
+		appendStringInfo(&keymatch_dst, "%s%s.%s %s d.k%d", k ? " AND " : "", MS_TARGET_ALIAS,
+						 quote_identifier(get_attname(d->dst_relid, d->dst_key[k], false)),
+						 ms_operator_sql(d->key_eqop[k]), k + 1);
+	}
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "WITH d AS MATERIALIZED (%s), ins AS (",
+					 MsSqlDiff(d, src_side, dst_side, false));
+	initStringInfo(&from);
+	appendStringInfo(&from, "%s JOIN d ON d.problem = 'missing in %s' AND %s",
+					 MsTableSourceClause(d), dst_side, keymatch_src.data);
+	appendStringInfoString(&buf, MsSqlUpsert(d, from.data, true));
+	appendStringInfoString(&buf, " RETURNING 1), upd AS (");
+	ms_append_set(&buf, d, false);
+	appendStringInfo(&buf, " FROM %s, d WHERE d.problem = 'differs' AND %s AND %s RETURNING 1), ",
+					 MsTableSourceClause(d), keymatch_src.data, keymatch_dst.data);
+	appendStringInfo(&buf, "del AS (DELETE FROM ONLY %s AS %s USING d WHERE d.problem = 'missing in %s' AND %s RETURNING 1) ",
+					 MsQualifiedRelName(d->dst_relid), MS_TARGET_ALIAS, src_side,
+					 keymatch_dst.data);
+	appendStringInfoString(&buf, "SELECT (SELECT pg_catalog.count(*) FROM ins), "
+						   "(SELECT pg_catalog.count(*) FROM upd), (SELECT pg_catalog.count(*) FROM del)");
+	return buf.data;
 }

@@ -472,14 +472,6 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 {
 	MemoryContext cxt;
 	MemoryContext oldcxt;
-	Datum		arg;
-	Oid			argtype = TEXTOID;
-	bool		isnull;
-	Oid			legacy_oid;
-	Oid			current_oid;
-	Jsonb	   *columns;
-	List	   *key;
-	char	   *direction;
 	Relation	legacy;
 	Relation	current;
 	MsLinkDef  *def;
@@ -491,46 +483,15 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 	MsPushPinnedPath();
 	links_relid = MsLinksRelid(false);
 
-	arg = CStringGetTextDatum(e->name);
-	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction "
-					  "FROM mailsync.links WHERE name = $1",
-					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("link \"%s\" does not exist", e->name),
-				 errhint("A trigger of a removed link was left behind; drop it, or link the tables again.")));
-
 	cxt = AllocSetContextCreate(link_cache_cxt, "mailsync link",
 								ALLOCSET_DEFAULT_SIZES);
 	MemoryContextCopyAndSetIdentifier(cxt, e->name);
 	oldcxt = MemoryContextSwitchTo(cxt);
 	e->cxt = cxt;
 
-	legacy_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												SPI_tuptable->tupdesc, 1, &isnull));
-	current_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-												 SPI_tuptable->tupdesc, 2, &isnull));
-	columns = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 3, &isnull));
-	key = MsTextArrayToList(DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
-																 SPI_tuptable->tupdesc,
-																 4, &isnull)),
-							"key");
-	direction = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 5, &isnull));
-
-	legacy = try_table_open(legacy_oid, AccessShareLock);
-	current = try_table_open(current_oid, AccessShareLock);
-	if (legacy == NULL || current == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("link \"%s\" is broken: its %s table (OID %u) no longer exists",
-						e->name, legacy == NULL ? "legacy" : "current",
-						legacy == NULL ? legacy_oid : current_oid),
-				 errhint("Run mailsync.unlink('%s').", e->name)));
-
-	def = MsCompileLink(e->name, legacy, current, columns, key, direction);
+	def = MsLoadLink(e->name, true);
+	legacy = table_open(def->legacy, NoLock);
+	current = table_open(def->current, NoLock);
 	for (int side = MS_UP; side <= MS_DOWN; side++)
 	{
 		if (def->dir[side].enabled)
@@ -543,8 +504,8 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev);
 	e->def = def;
 
-	table_close(legacy, AccessShareLock);
-	table_close(current, AccessShareLock);
+	table_close(legacy, NoLock);
+	table_close(current, NoLock);
 	MemoryContextSwitchTo(oldcxt);
 	MsPopPinnedPath();
 	SPI_finish();

@@ -63,6 +63,19 @@ MsPopPinnedPath(void)
 }
 
 /*
+ * MsCommitPinned commits in a procedure called non-atomically.  The pinned
+ * search path belongs to one transaction, so it is pushed again in the
+ * next.
+ */
+void
+MsCommitPinned(void)
+{
+	MsPopPinnedPath();
+	SPI_commit();
+	MsPushPinnedPath();
+}
+
+/*
  * MsQualifiedRelName returns the schema-qualified, quoted name of a
  * relation, for use in SQL text.
  */
@@ -209,7 +222,9 @@ MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes, Datum *values,
  * attempt leave nothing behind.
  */
 static bool
-ms_try_exec_with_lock_timeout(const char *sql, int expected, bool last_attempt)
+ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
+							  Datum *values, const char *nulls, int expected,
+							  bool last_attempt)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -224,7 +239,7 @@ ms_try_exec_with_lock_timeout(const char *sql, int expected, bool last_attempt)
 		(void) set_config_option("lock_timeout", MsLockTimeoutValue(),
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-		MsSpiExec(sql, expected);
+		MsSpiExecWithArgs(sql, nargs, argtypes, values, nulls, expected);
 		AtEOXact_GUC(true, save_nestlevel);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
@@ -250,20 +265,31 @@ ms_try_exec_with_lock_timeout(const char *sql, int expected, bool last_attempt)
 }
 
 /*
- * MsSpiExecRetryLock runs a DDL statement that must not wait long for its
+ * MsSpiExecRetryLock runs a statement that must not wait long for its
  * lock: a DDL statement queued behind a long transaction would block every
- * writer queued behind it.  It waits at most mailsync.lock_timeout, then
- * retries with a growing pause.
+ * writer queued behind it, and a backfill batch should step aside rather
+ * than fail.  It waits at most mailsync.lock_timeout, then retries with a
+ * growing pause.  The result is in SPI_tuptable and SPI_processed.
  */
 void
 MsSpiExecRetryLock(const char *sql, int expected)
+{
+	MsSpiExecWithArgsRetryLock(sql, 0, NULL, NULL, NULL, expected);
+}
+
+/*
+ * MsSpiExecWithArgsRetryLock is MsSpiExecRetryLock with typed parameters.
+ */
+void
+MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
+						   Datum *values, const char *nulls, int expected)
 {
 	long		pause_ms = 100;
 
 	for (int attempt = 1;; attempt++)
 	{
-		if (ms_try_exec_with_lock_timeout(sql, expected,
-										  attempt >= MS_LOCK_RETRIES))
+		if (ms_try_exec_with_lock_timeout(sql, nargs, argtypes, values, nulls,
+										  expected, attempt >= MS_LOCK_RETRIES))
 			return;
 		ereport(NOTICE,
 				(errmsg("could not get the lock in time, retrying in %ld ms (attempt %d of %d)",
