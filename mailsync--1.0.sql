@@ -153,6 +153,7 @@ RETURNS TABLE (
 	backfill_position	text,
 	backfill_percent	numeric,
 	backfill_rate		numeric,
+	backfill_eta		interval,
 	verified_at			timestamptz,
 	drift				bigint,
 	problem				text)
@@ -224,10 +225,14 @@ BEGIN
 						  AND k.objsubid = 2 AND k.granted)
 					 THEN 'interrupted' ELSE b.state END;
 			backfill_position := b.position::text;
-			backfill_percent := CASE WHEN b.rows_total > 0
-				THEN round(100.0 * b.rows_done / b.rows_total, 1) ELSE 100 END;
+			-- rows_total is counted at the start; rows deleted since keep
+			-- a finished backfill from reaching it
+			backfill_percent := CASE WHEN b.state = 'done' OR b.rows_total = 0 THEN 100.0
+				ELSE least(round(100.0 * b.rows_done / b.rows_total, 1), 99.9) END;
 			backfill_rate := CASE WHEN b.updated_at > b.started_at
 				THEN round(b.rows_done / extract(epoch FROM b.updated_at - b.started_at)) END;
+			backfill_eta := CASE WHEN backfill LIKE '%: running' AND backfill_rate > 0
+				THEN make_interval(secs => round(greatest(b.rows_total - b.rows_done, 0) / backfill_rate)) END;
 			IF backfill LIKE '%interrupted' THEN
 				problems := problems || format('the %s backfill was interrupted at key %s; CALL mailsync.backfill(%L) resumes it',
 											   b.direction, coalesce(b.position::text, '(start)'), l.name);
@@ -237,6 +242,7 @@ BEGIN
 			backfill_position := NULL;
 			backfill_percent := NULL;
 			backfill_rate := NULL;
+			backfill_eta := NULL;
 		END IF;
 
 		SELECT vf.* INTO v FROM mailsync.verifications vf WHERE vf.link = l.name;

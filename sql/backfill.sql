@@ -78,6 +78,30 @@ SELECT count(*), count(DISTINCT id) FROM bb.mailboxes;
 SELECT missing_in_current, missing_in_legacy, differs FROM mailsync.verify_summary('boxes');
 
 --
+-- a backfill that fails on a row stops at the batch before it, and resumes
+-- there once the cause is gone
+--
+SET session_replication_role = replica;
+TRUNCATE bb.mailboxes;
+SET session_replication_role = origin;
+CREATE FUNCTION public.refuse_box_500() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF NEW.id = 500 THEN
+		RAISE EXCEPTION 'box 500 is refused';
+	END IF;
+	RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_box_500 BEFORE INSERT ON bb.mailboxes
+	FOR EACH ROW EXECUTE FUNCTION public.refuse_box_500();
+CALL mailsync.backfill('boxes', batch_size => 100, restart => true);
+SELECT state, position, rows_done, (SELECT count(*) FROM bb.mailboxes) AS copied
+FROM mailsync.backfills WHERE link = 'boxes' AND direction = 'up';
+DROP TRIGGER refuse_box_500 ON bb.mailboxes;
+CALL mailsync.backfill('boxes', batch_size => 100);
+SELECT state, position, rows_done, (SELECT count(*) FROM bb.mailboxes) AS copied
+FROM mailsync.backfills WHERE link = 'boxes' AND direction = 'up';
+
+--
 -- a two-column key, walked in its index's order
 --
 CREATE TABLE ba.members (list integer, pos integer, address text NOT NULL, PRIMARY KEY (list, pos));
@@ -123,5 +147,6 @@ CALL mailsync.backfill('one_way', 'down');
 
 REVOKE USAGE ON SCHEMA ba, bb FROM regress_backfiller;
 DROP ROLE regress_backfiller;
+DROP FUNCTION public.refuse_box_500();
 SELECT mailsync.unlink('one_way');
 SELECT mailsync.unlink('members');

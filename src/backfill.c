@@ -42,11 +42,10 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "pgstat.h"
-#include "storage/latch.h"
 #include "storage/lock.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/timestamp.h"
 
 #include "mailsync.h"
@@ -65,6 +64,7 @@ typedef struct MsBackfill
 	long		pause_ms;
 	Datum		position;		/* text[] of the last key copied, or 0 */
 	Datum		stop_at;		/* text[] of the highest key at the start */
+	char	   *position_text;	/* position, for the error context */
 	int64		rows_done;
 	int64		rows_total;
 	int64		rows_written;
@@ -108,11 +108,11 @@ ms_state_write(const char *sql, int nargs, Oid *argtypes, Datum *values,
 static char *
 ms_key_text(Datum key)
 {
-	return key ? TextDatumGetCString(DirectFunctionCall1(array_out, key)) : pstrdup("(start)");
+	return key ? OidOutputFunctionCall(F_ARRAY_OUT, key) : pstrdup("(start)");
 }
 
 /*
- * ms_copy_datum copies a text[] out of an SPI result, or returns 0 for
+ * ms_copy_key copies a text[] out of an SPI result, or returns 0 for
  * NULL.
  */
 static Datum
@@ -190,20 +190,6 @@ ms_progress(MsBackfill *b, bool final)
 }
 
 /*
- * ms_pause sleeps between batches, waking up for a cancel.
- */
-static void
-ms_pause(long ms)
-{
-	if (ms <= 0)
-		return;
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 ms, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-/*
  * ms_start reads the recorded state, and starts a new backfill when there
  * is none (or restart): the highest key now is where it will stop.
  * Returns false when the backfill is done already.
@@ -273,6 +259,19 @@ ms_start(MsBackfill *b, bool restart)
 }
 
 /*
+ * ms_batch_context names the batch an error happened in, so that the
+ * error says where a new call will resume.
+ */
+static void
+ms_batch_context(void *arg)
+{
+	MsBackfill *b = (MsBackfill *) arg;
+
+	errcontext("backfill of link \"%s\" (%s), batch after key %s",
+			   b->def->name, b->direction, b->position_text);
+}
+
+/*
  * ms_run copies batch after batch until the stop key, committing each.
  */
 static void
@@ -281,7 +280,10 @@ ms_run(MsBackfill *b)
 	char	   *sql = MsSqlBackfillBatch(b->d);
 	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, INT4OID};
 	TimestampTz last_report = GetCurrentTimestamp();
+	ErrorContextCallback errcallback;
 
+	errcallback.callback = ms_batch_context;
+	errcallback.arg = b;
 	for (;;)
 	{
 		Datum		args[3];
@@ -299,9 +301,14 @@ ms_run(MsBackfill *b)
 			nulls[0] = 'n';
 
 		/* the target's triggers of this link stay silent: no echo */
+		b->position_text = ms_key_text(b->position);
+		errcallback.previous = error_context_stack;
+		error_context_stack = &errcallback;
 		MsGuardPush(b->def->name);
 		MsSpiExecWithArgsRetryLock(sql, 3, argtypes, args, nulls, SPI_OK_SELECT);
 		MsGuardPop();
+		error_context_stack = errcallback.previous;
+		pfree(b->position_text);
 
 		tuple = SPI_tuptable->vals[0];
 		desc = SPI_tuptable->tupdesc;
@@ -309,6 +316,8 @@ ms_run(MsBackfill *b)
 		if (nread == 0)
 			break;
 		b->rows_written += DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
+		if (b->position)
+			pfree(DatumGetPointer(b->position));
 		b->position = ms_copy_key(tuple, desc, 3);
 		SPI_freetuptable(SPI_tuptable);
 		b->rows_done += nread;
@@ -322,7 +331,7 @@ ms_run(MsBackfill *b)
 			ms_progress(b, false);
 			last_report = GetCurrentTimestamp();
 		}
-		ms_pause(b->pause_ms);
+		MsSleep(b->pause_ms);
 	}
 	b->position = b->stop_at;
 	ms_save_state(b, "done");

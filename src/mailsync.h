@@ -166,6 +166,7 @@ extern void MsCheckTableOwner(Oid relid);
 extern void MsSpiExec(const char *sql, int expected);
 extern void MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected);
+extern void MsSleep(long ms);
 extern void MsSpiExecRetryLock(const char *sql, int expected);
 extern void MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
 									   Datum *values, const char *nulls,

@@ -20,6 +20,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/errcodes.h"
@@ -215,20 +217,37 @@ MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes, Datum *values,
 }
 
 /*
- * ms_try_exec_with_lock_timeout runs a statement in a subtransaction with
- * lock_timeout set to mailsync.lock_timeout.  It returns false when the
- * lock could not be had in time and retries remain; any other error, or
- * the last timeout, is raised.  The subtransaction makes a timed-out
- * attempt leave nothing behind.
+ * MsSleep sleeps for ms milliseconds, waking up for a cancel or a
+ * terminate.
  */
-static bool
+void
+MsSleep(long ms)
+{
+	if (ms <= 0)
+		return;
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * ms_try_exec_with_lock_timeout runs a statement in a subtransaction with
+ * lock_timeout set to mailsync.lock_timeout.  When the lock could not be
+ * had in time, or the statement was chosen as a deadlock victim, and
+ * retries remain, it returns the error message; it returns NULL when the
+ * statement ran.  Any other error, or the last failure, is raised.  The
+ * subtransaction makes a failed attempt leave nothing behind, so the
+ * caller can run the same statement again.
+ */
+static char *
 ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected,
 							  bool last_attempt)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool done = false;
+	char	   *volatile failure = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -244,7 +263,6 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		done = true;
 	}
 	PG_CATCH();
 	{
@@ -256,12 +274,14 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		if (edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE || last_attempt)
+		if ((edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
+			 edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED) || last_attempt)
 			ReThrowError(edata);
+		failure = pstrdup(edata->message);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	return done;
+	return failure;
 }
 
 /*
@@ -269,7 +289,9 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
  * lock: a DDL statement queued behind a long transaction would block every
  * writer queued behind it, and a backfill batch should step aside rather
  * than fail.  It waits at most mailsync.lock_timeout, then retries with a
- * growing pause.  The result is in SPI_tuptable and SPI_processed.
+ * growing pause; a deadlock victim is retried the same way, since the
+ * other side of the deadlock has gone on by then.  The result is in
+ * SPI_tuptable and SPI_processed.
  */
 void
 MsSpiExecRetryLock(const char *sql, int expected)
@@ -288,13 +310,18 @@ MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
 
 	for (int attempt = 1;; attempt++)
 	{
-		if (ms_try_exec_with_lock_timeout(sql, nargs, argtypes, values, nulls,
-										  expected, attempt >= MS_LOCK_RETRIES))
+		char	   *failure;
+
+		failure = ms_try_exec_with_lock_timeout(sql, nargs, argtypes, values,
+												nulls, expected,
+												attempt >= MS_LOCK_RETRIES);
+		if (failure == NULL)
 			return;
 		ereport(NOTICE,
-				(errmsg("could not get the lock in time, retrying in %ld ms (attempt %d of %d)",
-						pause_ms, attempt + 1, MS_LOCK_RETRIES)));
-		pg_usleep(pause_ms * 1000L);
+				(errmsg("%s; retrying in %ld ms (attempt %d of %d)",
+						failure, pause_ms, attempt + 1, MS_LOCK_RETRIES)));
+		pfree(failure);
+		MsSleep(pause_ms);
 		pause_ms = Min(pause_ms * 2, 5000);
 	}
 }
