@@ -70,6 +70,7 @@ typedef struct MsBackfill
 	int64		rows_written;
 	TimestampTz run_started;	/* this call's start, for its rate */
 	int64		run_rows;		/* rows this call copied */
+	double		longest_batch_ms;	/* the longest any batch held its locks */
 } MsBackfill;
 
 /*
@@ -178,8 +179,8 @@ ms_progress(MsBackfill *b, bool final)
 		ereport(NOTICE,
 				(errmsg("backfill of link \"%s\" (%s) done: " INT64_FORMAT " rows read, " INT64_FORMAT " written",
 						b->def->name, b->direction, b->rows_done, b->rows_written),
-				 errdetail("This call copied " INT64_FORMAT " rows in %.1f s (%.0f rows/s).",
-						   b->run_rows, elapsed, rate)));
+				 errdetail("This call copied " INT64_FORMAT " rows in %.1f s (%.0f rows/s); the longest batch took %.0f ms.",
+						   b->run_rows, elapsed, rate, b->longest_batch_ms)));
 	else
 		ereport(NOTICE,
 				(errmsg("backfill of link \"%s\" (%s): " INT64_FORMAT " of " INT64_FORMAT " rows (%.0f%%), %.0f rows/s, about %.0f s left",
@@ -273,14 +274,26 @@ ms_batch_context(void *arg)
 
 /*
  * ms_run copies batch after batch until the stop key, committing each.
+ *
+ * A batch is delimited first, from the source's key index.  It is copied
+ * with a plain INSERT, which costs about what copying by hand does, as
+ * long as the target has none of its keys; on the first key it has, the
+ * INSERT fails, and the batch is copied again by the upsert, which also
+ * rewrites the rows that differ.  After such a batch the upsert carries on
+ * alone for a growing number of batches, so that a target already filled
+ * does not make every batch fail once.
  */
 static void
 ms_run(MsBackfill *b)
 {
-	char	   *sql = MsSqlBackfillBatch(b->d);
+	char	   *bounds_sql = MsSqlBackfillBounds(b->d);
+	char	   *insert_sql = MsSqlBackfillCopy(b->d, false);
+	char	   *upsert_sql = MsSqlBackfillCopy(b->d, true);
 	Oid			argtypes[3] = {TEXTARRAYOID, TEXTARRAYOID, INT4OID};
 	TimestampTz last_report = GetCurrentTimestamp();
 	ErrorContextCallback errcallback;
+	int			upsert_run = 0;
+	int			upsert_left = 0;
 
 	errcallback.callback = ms_batch_context;
 	errcallback.arg = b;
@@ -288,43 +301,65 @@ ms_run(MsBackfill *b)
 	{
 		Datum		args[3];
 		char		nulls[3] = {' ', ' ', ' '};
-		HeapTuple	tuple;
-		TupleDesc	desc;
 		bool		isnull;
 		int64		nread;
+		Datum		last;
+		TimestampTz batch_start;
+		long		secs;
+		int			usecs;
 
 		CHECK_FOR_INTERRUPTS();
+		batch_start = GetCurrentTimestamp();
 		args[0] = b->position;
 		args[1] = b->stop_at;
 		args[2] = Int32GetDatum(b->batch_size);
 		if (!b->position)
 			nulls[0] = 'n';
+		MsSpiExecWithArgs(bounds_sql, 3, argtypes, args, nulls, SPI_OK_SELECT);
+		if (SPI_processed == 0)
+			break;
+		nread = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+		last = ms_copy_key(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+		SPI_freetuptable(SPI_tuptable);
 
 		/* the target's triggers of this link stay silent: no echo */
+		args[1] = last;
 		b->position_text = ms_key_text(b->position);
 		errcallback.previous = error_context_stack;
 		error_context_stack = &errcallback;
 		MsGuardPush(b->def->name);
-		MsSpiExecWithArgsRetryLock(sql, 3, argtypes, args, nulls, SPI_OK_SELECT);
+		if (upsert_left == 0)
+		{
+			MsSkipOwnCapture(b->d->dst_relid, b->def->name);
+			if (MsSpiExecWithArgsRetryLock(insert_sql, 2, argtypes, args, nulls,
+										   SPI_OK_INSERT, ERRCODE_UNIQUE_VIOLATION))
+				upsert_run = 0;
+			else
+				upsert_left = upsert_run = Min(Max(upsert_run * 2, 1), 64);
+		}
+		if (upsert_left > 0)
+		{
+			MsSkipOwnCapture(b->d->dst_relid, b->def->name);
+			MsSpiExecWithArgsRetryLock(upsert_sql, 2, argtypes, args, nulls,
+									   SPI_OK_INSERT, 0);
+			upsert_left--;
+		}
+		b->rows_written += SPI_processed;
 		MsGuardPop();
 		error_context_stack = errcallback.previous;
 		pfree(b->position_text);
 
-		tuple = SPI_tuptable->vals[0];
-		desc = SPI_tuptable->tupdesc;
-		nread = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		if (nread == 0)
-			break;
-		b->rows_written += DatumGetInt64(SPI_getbinval(tuple, desc, 2, &isnull));
 		if (b->position)
 			pfree(DatumGetPointer(b->position));
-		b->position = ms_copy_key(tuple, desc, 3);
-		SPI_freetuptable(SPI_tuptable);
+		b->position = last;
 		b->rows_done += nread;
 		b->run_rows += nread;
 		ms_save_state(b, "running");
 		MsCommitPinned();
 
+		TimestampDifference(batch_start, GetCurrentTimestamp(), &secs, &usecs);
+		b->longest_batch_ms = Max(b->longest_batch_ms, secs * 1000.0 + usecs / 1000.0);
 		if (TimestampDifferenceExceeds(last_report, GetCurrentTimestamp(),
 									   MS_PROGRESS_SECS * 1000))
 		{

@@ -168,9 +168,9 @@ extern void MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected);
 extern void MsSleep(long ms);
 extern void MsSpiExecRetryLock(const char *sql, int expected);
-extern void MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
+extern bool MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
 									   Datum *values, const char *nulls,
-									   int expected);
+									   int expected, int soft_sqlstate);
 extern char *MsLockTimeoutValue(void);
 
 /* mapping.c */
@@ -200,7 +200,8 @@ extern char *MsSqlTruncate(const MsDirection *d);
 extern char *MsTriggerName(const char *link, MsEvent event);
 extern char *MsSqlLastKey(const MsDirection *d);
 extern char *MsSqlCountUpTo(const MsDirection *d);
-extern char *MsSqlBackfillBatch(const MsDirection *d);
+extern char *MsSqlBackfillBounds(const MsDirection *d);
+extern char *MsSqlBackfillCopy(const MsDirection *d, bool upsert);
 extern char *MsSqlDiff(const MsDirection *d, const char *src_side,
 					   const char *dst_side, bool values);
 extern char *MsSqlRepair(const MsDirection *d, const char *src_side,
@@ -226,6 +227,7 @@ extern void MsDirectDelete(MsDirectState *st, TupleTableSlot *oldsrc);
 extern void MsSyncInit(void);
 extern void MsGuardPush(const char *link);
 extern void MsGuardPop(void);
+extern void MsSkipOwnCapture(Oid dst_relid, const char *link);
 
 /* uuid.c */
 extern void MsUuidV7Bytes(unsigned char *out);

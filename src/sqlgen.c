@@ -520,43 +520,76 @@ ms_compared_columns(const MsDirection *d)
 }
 
 /*
- * MsSqlBackfillBatch returns the statement of one backfill batch: the next
- * batch_size source rows after the key in text[] $1 and up to the key in
- * text[] $2 (NULL $1: from the first), locked FOR SHARE so that concurrent
- * writers of those rows wait for the batch, upserted into the target where
- * missing or different.  It returns the rows read, the rows written and
- * the last key read.
+ * ms_append_range appends the condition that the source key comes after
+ * the key in text[] $1 (NULL $1: from the first) and not after the key in
+ * text[] $2.
+ */
+static void
+ms_append_range(StringInfo buf, const MsDirection *d)
+{
+	appendStringInfoString(buf, "($1 IS NULL OR ");
+	ms_append_after(buf, d, 1);
+	appendStringInfoString(buf, ") AND NOT ");
+	ms_append_after(buf, d, 2);
+}
+
+/*
+ * MsSqlBackfillBounds returns the query that delimits the next backfill
+ * batch: at most $3 source keys after text[] $1 and up to text[] $2, read
+ * from the key index alone.  Its one row holds how many there are and the
+ * last one, as text[]; there is no row when none is left.
  */
 char *
-MsSqlBackfillBatch(const MsDirection *d)
+MsSqlBackfillBounds(const MsDirection *d)
 {
 	StringInfoData buf;
-	StringInfoData from;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "WITH b AS MATERIALIZED (SELECT * FROM %s WHERE ($1 IS NULL OR ",
-					 MsTableSourceClause(d));
-	ms_append_after(&buf, d, 1);
-	appendStringInfoString(&buf, ") AND NOT ");
-	ms_append_after(&buf, d, 2);
+	appendStringInfoString(&buf, "SELECT pg_catalog.count(*) OVER (), ");
+	ms_append_key_text(&buf, d);
+	appendStringInfoString(&buf, " FROM (SELECT ");
+	for (int k = 0; k < d->nkeys; k++)
+		appendStringInfo(&buf, "%s%s", k ? ", " : "", ms_src_key_col(d, k));
+	appendStringInfo(&buf, " FROM %s WHERE ", MsTableSourceClause(d));
+	ms_append_range(&buf, d);
 	appendStringInfoString(&buf, " ORDER BY ");
 	ms_append_key_order(&buf, d, false);
-	appendStringInfo(&buf, " LIMIT $3 FOR SHARE OF %s), w AS (", d->src_alias);
-
-	initStringInfo(&from);
-	appendStringInfo(&from, "b AS %s", d->src_alias);
-	appendStringInfoString(&buf, MsSqlUpsert(d, from.data, true));
-	if (ms_compared_columns(d) > 0)
-	{
-		appendStringInfoString(&buf, " WHERE ");
-		ms_append_image_ne(&buf, d, MS_TARGET_ALIAS, "EXCLUDED");
-	}
-	appendStringInfoString(&buf, " RETURNING 1) SELECT (SELECT pg_catalog.count(*) FROM b), "
-						   "(SELECT pg_catalog.count(*) FROM w), (SELECT ");
-	ms_append_key_text(&buf, d);
-	appendStringInfo(&buf, " FROM b AS %s ORDER BY ", d->src_alias);
+	appendStringInfo(&buf, " LIMIT $3) AS %s ORDER BY ", d->src_alias);
 	ms_append_key_order(&buf, d, true);
-	appendStringInfoString(&buf, " LIMIT 1)");
+	appendStringInfoString(&buf, " LIMIT 1");
+	return buf.data;
+}
+
+/*
+ * MsSqlBackfillCopy returns the statement that copies the source rows after
+ * the key in text[] $1 and up to the key in text[] $2 through the mapping.
+ * The rows are locked FOR SHARE, so that a writer who changes or deletes
+ * one of them waits for the batch and then syncs its own change over it.
+ * A plain INSERT (upsert false) fails on a key the target has already; the
+ * upsert rewrites such a row where it differs.
+ */
+char *
+MsSqlBackfillCopy(const MsDirection *d, bool upsert)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	ms_append_insert_head(&buf, d);
+	appendStringInfoString(&buf, "SELECT ");
+	for (int t = 0; t < d->ntargets; t++)
+		appendStringInfo(&buf, "%s%s", t ? ", " : "", d->targets[t].expr);
+	appendStringInfo(&buf, " FROM %s WHERE ", MsTableSourceClause(d));
+	ms_append_range(&buf, d);
+	appendStringInfo(&buf, " FOR SHARE OF %s", d->src_alias);
+	if (upsert)
+	{
+		ms_append_on_conflict(&buf, d, true);
+		if (ms_compared_columns(d) > 0)
+		{
+			appendStringInfoString(&buf, " WHERE ");
+			ms_append_image_ne(&buf, d, MS_TARGET_ALIAS, "EXCLUDED");
+		}
+	}
 	return buf.data;
 }
 

@@ -62,6 +62,8 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "miscadmin.h"
+#include "nodes/value.h"
+#include "parser/parse_func.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -102,6 +104,7 @@ typedef struct MsRuntime
 	Oid			dst_owner;
 	MsDirectPlan *direct;		/* set when rows are written directly */
 	bool		own_capture;	/* only the link's triggers capture the target */
+	Oid			trigger_fn;		/* the function of the link's triggers */
 	int			side;			/* MS_UP or MS_DOWN */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	update;
@@ -143,11 +146,17 @@ typedef struct MsGuardEntry
 static ExecutorStart_hook_type prev_executor_start = NULL;
 
 /*
- * The target of the statement mailsync runs next, when the only triggers
- * that would capture its rows into transition tables are the link's own:
- * those are silent while the link writes, so the capture is skipped.
+ * The target of the statement mailsync runs next, and the link writing it:
+ * when the only triggers that would capture its rows into transition
+ * tables are the link's own, silent while the link writes, the capture is
+ * skipped.
  */
-static Oid	uncaptured_relid = InvalidOid;
+static struct
+{
+	Oid			relid;
+	Oid			trigger_fn;
+	char		link[NAMEDATALEN];
+}			uncaptured;
 
 static HTAB *link_cache = NULL;
 static MemoryContext link_cache_cxt = NULL;
@@ -226,9 +235,9 @@ ms_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 static void
 ms_executor_start(QueryDesc *queryDesc, int eflags)
 {
-	Oid			relid = uncaptured_relid;
+	Oid			relid = uncaptured.relid;
 
-	uncaptured_relid = InvalidOid;
+	uncaptured.relid = InvalidOid;
 	if (prev_executor_start)
 		prev_executor_start(queryDesc, eflags);
 	else
@@ -237,13 +246,44 @@ ms_executor_start(QueryDesc *queryDesc, int eflags)
 		IsA(queryDesc->planstate, ModifyTableState))
 	{
 		ModifyTableState *mt = (ModifyTableState *) queryDesc->planstate;
+		Relation	rel = mt->rootResultRelInfo->ri_RelationDesc;
 
-		if (RelationGetRelid(mt->rootResultRelInfo->ri_RelationDesc) == relid)
+		/* the triggers as of now, under the statement's lock */
+		if (RelationGetRelid(rel) == relid &&
+			MsDirectEligible(rel, uncaptured.link, uncaptured.trigger_fn, true))
 		{
 			mt->mt_transition_capture = NULL;
 			mt->mt_oc_transition_capture = NULL;
 		}
 	}
+}
+
+/*
+ * ms_skip_capture arms ms_executor_start for the next statement.
+ */
+static void
+ms_skip_capture(Oid relid, const char *link, Oid trigger_fn)
+{
+	uncaptured.relid = relid;
+	uncaptured.trigger_fn = trigger_fn;
+	strlcpy(uncaptured.link, link, NAMEDATALEN);
+}
+
+/*
+ * MsSkipOwnCapture makes the next statement, when it writes dst_relid,
+ * skip the transition capture that only the link's own triggers would
+ * read: backfill and repair write under the guard, which keeps those
+ * triggers silent.
+ */
+void
+MsSkipOwnCapture(Oid dst_relid, const char *link)
+{
+	List	   *fname = list_make2(makeString("mailsync"), makeString("sync_trigger"));
+	Oid			fn = LookupFuncName(fname, 0, NULL, true);
+
+	list_free_deep(fname);
+	if (OidIsValid(fn))
+		ms_skip_capture(dst_relid, link, fn);
 }
 
 /*
@@ -449,6 +489,7 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 	rt->direct = MsDirectEligible(dst, link, trigger_fn, false) ?
 		MsDirectPlanBuild(d) : NULL;
 	rt->own_capture = MsDirectEligible(dst, link, trigger_fn, true);
+	rt->trigger_fn = trigger_fn;
 	rt->side = side;
 	rt->insert = ms_prepare(MsSqlInsertRow(d), rt->nparams, types, rt->dst_owner);
 	rt->update = ms_prepare(MsSqlUpdateRow(d), rt->nparams + rt->nkeys, types,
@@ -649,7 +690,8 @@ ms_run_plan(MsLinkEntry *e, MsRuntime *rt, SPIPlanPtr plan)
 {
 	int			rc;
 
-	uncaptured_relid = rt->own_capture ? rt->dst_relid : InvalidOid;
+	if (rt->own_capture)
+		ms_skip_capture(rt->dst_relid, e->name, rt->trigger_fn);
 	rc = SPI_execute_plan(plan, rt->values, rt->nulls, false, 0);
 
 	if (rc < 0)
@@ -667,7 +709,8 @@ ms_run_sql(MsLinkEntry *e, MsRuntime *rt, const char *sql)
 {
 	int			rc;
 
-	uncaptured_relid = rt->own_capture ? rt->dst_relid : InvalidOid;
+	if (rt->own_capture)
+		ms_skip_capture(rt->dst_relid, e->name, rt->trigger_fn);
 	rc = SPI_execute(sql, false, 0);
 
 	if (rc < 0)

@@ -233,21 +233,23 @@ MsSleep(long ms)
 
 /*
  * ms_try_exec_with_lock_timeout runs a statement in a subtransaction with
- * lock_timeout set to mailsync.lock_timeout.  When the lock could not be
- * had in time, or the statement was chosen as a deadlock victim, and
- * retries remain, it returns the error message; it returns NULL when the
- * statement ran.  Any other error, or the last failure, is raised.  The
+ * lock_timeout set to mailsync.lock_timeout.  It returns 0 when the
+ * statement ran.  It returns the SQLSTATE, with the error message in
+ * *message, when the statement failed with soft_sqlstate, or could not
+ * have its lock in time or was chosen as a deadlock victim while retries
+ * remain.  Any other error, or the last failure, is raised.  The
  * subtransaction makes a failed attempt leave nothing behind, so the
  * caller can run the same statement again.
  */
-static char *
+static int
 ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected,
-							  bool last_attempt)
+							  int soft_sqlstate, bool last_attempt,
+							  char **message)
 {
 	MemoryContext oldcontext = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
-	char	   *volatile failure = NULL;
+	volatile int sqlstate = 0;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcontext);
@@ -267,6 +269,7 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 	PG_CATCH();
 	{
 		ErrorData  *edata;
+		bool		retry;
 
 		MemoryContextSwitchTo(oldcontext);
 		edata = CopyErrorData();
@@ -274,14 +277,17 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcontext);
 		CurrentResourceOwner = oldowner;
-		if ((edata->sqlerrcode != ERRCODE_LOCK_NOT_AVAILABLE &&
-			 edata->sqlerrcode != ERRCODE_T_R_DEADLOCK_DETECTED) || last_attempt)
+		retry = !last_attempt &&
+			(edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+			 edata->sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED);
+		if (!retry && (soft_sqlstate == 0 || edata->sqlerrcode != soft_sqlstate))
 			ReThrowError(edata);
-		failure = pstrdup(edata->message);
+		sqlstate = edata->sqlerrcode;
+		*message = pstrdup(edata->message);
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	return failure;
+	return sqlstate;
 }
 
 /*
@@ -296,31 +302,41 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 void
 MsSpiExecRetryLock(const char *sql, int expected)
 {
-	MsSpiExecWithArgsRetryLock(sql, 0, NULL, NULL, NULL, expected);
+	(void) MsSpiExecWithArgsRetryLock(sql, 0, NULL, NULL, NULL, expected, 0);
 }
 
 /*
  * MsSpiExecWithArgsRetryLock is MsSpiExecRetryLock with typed parameters.
+ * A failure with SQLSTATE soft_sqlstate (0: none) is neither raised nor
+ * retried: the statement is rolled back and false returned.
  */
-void
+bool
 MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,
-						   Datum *values, const char *nulls, int expected)
+						   Datum *values, const char *nulls, int expected,
+						   int soft_sqlstate)
 {
 	long		pause_ms = 100;
 
 	for (int attempt = 1;; attempt++)
 	{
-		char	   *failure;
+		char	   *message = NULL;
+		int			sqlstate;
 
-		failure = ms_try_exec_with_lock_timeout(sql, nargs, argtypes, values,
-												nulls, expected,
-												attempt >= MS_LOCK_RETRIES);
-		if (failure == NULL)
-			return;
+		sqlstate = ms_try_exec_with_lock_timeout(sql, nargs, argtypes, values,
+												 nulls, expected, soft_sqlstate,
+												 attempt >= MS_LOCK_RETRIES,
+												 &message);
+		if (sqlstate == 0)
+			return true;
+		if (sqlstate == soft_sqlstate)
+		{
+			pfree(message);
+			return false;
+		}
 		ereport(NOTICE,
 				(errmsg("%s; retrying in %ld ms (attempt %d of %d)",
-						failure, pause_ms, attempt + 1, MS_LOCK_RETRIES)));
-		pfree(failure);
+						message, pause_ms, attempt + 1, MS_LOCK_RETRIES)));
+		pfree(message);
 		MsSleep(pause_ms);
 		pause_ms = Min(pause_ms * 2, 5000);
 	}
