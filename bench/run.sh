@@ -7,7 +7,9 @@
 #   X  mailsync, the same mapping
 # It prints milliseconds per case (median of the repetitions), the ratio
 # R = (X - A) / (B - A) per workload, pgbench tps, backend memory of a large
-# UPDATE, and UUID throughput.  --quick runs tiny sizes once, so the test
+# UPDATE, UUID throughput, and a backfill and a verify of BF_ROWS rows
+# against a plain INSERT ... SELECT and a plain full join.  --quick runs
+# tiny sizes once, so the test
 # command can check that the benchmark still runs; its figures mean nothing.
 set -euo pipefail
 . "$(dirname "$0")/../scripts/lib.sh"
@@ -15,9 +17,9 @@ set -euo pipefail
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 if [ $quick = 1 ]; then
-	BULK=2000 LOOP=1000 PGB_SECS=1 REPS=1 MEM_ROWS=20000 UUIDS=10000
+	BULK=2000 LOOP=1000 PGB_SECS=1 REPS=1 MEM_ROWS=20000 UUIDS=10000 BF_ROWS=5000
 else
-	BULK=200000 LOOP=100000 PGB_SECS=10 REPS=5 MEM_ROWS=2000000 UUIDS=1000000
+	BULK=200000 LOOP=100000 PGB_SECS=10 REPS=5 MEM_ROWS=2000000 UUIDS=1000000 BF_ROWS=1000000
 fi
 
 ms_need_root
@@ -173,6 +175,56 @@ for rep in $(seq 1 "$REPS"); do
 done
 medu() { local r vals=""; for r in $(seq 1 "$REPS"); do vals="$vals ${U[$1,$r]}"; done; echo "$vals" | median; }
 
+# backfill and verify of BF_ROWS legacy rows.  The baseline of the backfill
+# is one INSERT ... SELECT of the same mapping into the empty v2 table, with
+# no link; the backfill runs on the same data with the link, v2 empty.  The
+# baseline of verify is a count(*) over the full outer join of the two
+# tables on the key, on the same tables as verify, after the backfill.
+cat > "$work/sql/bf_load.sql" <<SQL
+INSERT INTO v1.credentials (server_id, key, type, name, hold)
+SELECT 1 + g % 50, md5(g::text), 'SMTP', 'client ' || g, g % 10 = 0 FROM generate_series(1, $BF_ROWS) g;
+VACUUM ANALYZE v1.credentials;
+CHECKPOINT;
+SQL
+cat > "$work/sql/bf_base.sql" <<SQL
+\\timing on
+INSERT INTO v2.credentials (id, server_id, key, name, kind, status, uuid, created_at, updated_at)
+SELECT id, server_id, key, name, type, CASE WHEN hold THEN 'hold' ELSE 'active' END,
+	   gen_random_uuid(), created_at, updated_at
+FROM v1.credentials;
+SQL
+cat > "$work/sql/bf_x.sql" <<SQL
+SET client_min_messages = notice;
+\\timing on
+CALL mailsync.backfill('creds');
+SQL
+cat > "$work/sql/vf.sql" <<SQL
+VACUUM ANALYZE v1.credentials, v2.credentials;
+\\timing on
+SELECT count(*) FROM v1.credentials l FULL JOIN v2.credentials c ON l.id = c.id;
+SELECT count(*) FROM mailsync.verify('creds');
+SELECT count(*) FROM v1.credentials l FULL JOIN v2.credentials c ON l.id = c.id;
+SELECT count(*) FROM mailsync.verify('creds');
+SQL
+chown postgres "$work"/sql/*.sql
+declare -A BF
+for rep in $(seq 1 "$REPS"); do
+	ms_say "run $rep/$REPS: backfill and verify of $BF_ROWS rows"
+	psql_ -d bench $(setup_files A) -f "$work/sql/bf_load.sql" >/dev/null
+	BF[base,$rep]=$(psql_ -d bench -f "$work/sql/bf_base.sql" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	psql_ -d bench $(setup_files X) -c "SET session_replication_role = replica" \
+		-f "$work/sql/bf_load.sql" >/dev/null
+	out=$(psql_ -d bench -f "$work/sql/bf_x.sql" 2>&1)
+	BF[x,$rep]=$(echo "$out" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	BF[lock,$rep]=$(echo "$out" | sed -n 's/.*the longest batch took \([0-9]*\) ms.*/\1/p')
+	# the second of each pair: the first sets the hint bits of the new rows
+	vals=$(psql_ -d bench -f "$work/sql/vf.sql" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+	BF[join,$rep]=$(echo "$vals" | sed -n 3p)
+	BF[verify,$rep]=$(echo "$vals" | sed -n 4p)
+	echo "raw: rep $rep backfill: base ${BF[base,$rep]} x ${BF[x,$rep]} longest batch ${BF[lock,$rep]}; verify: join ${BF[join,$rep]} verify ${BF[verify,$rep]}"
+done
+medbf() { local r vals=""; for r in $(seq 1 "$REPS"); do vals="$vals ${BF[$1,$r]}"; done; echo "$vals" | median; }
+
 # the table
 ratio() { awk -v x="$1" -v a="$2" -v b="$3" 'BEGIN { if (b - a == 0) print "n/a"; else printf "%.2f", (x - a) / (b - a) }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'; }
@@ -198,4 +250,9 @@ div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%
 	ug=$(medu gen_random_uuid); u4=$(medu mailsync.uuid_v4); u7=$(medu mailsync.uuid_v7)
 	printf "%s UUIDs: gen_random_uuid %s ms, uuid_v4 %s ms (%sx), uuid_v7 %s ms (%sx)\n" \
 		"$UUIDS" "$ug" "$u4" "$(div "$ug" "$u4")" "$u7" "$(div "$ug" "$u7")"
+	bb=$(medbf base); bx=$(medbf x); bl=$(medbf lock); vj=$(medbf join); vv=$(medbf verify)
+	printf "backfill of %s rows: INSERT ... SELECT %s ms, mailsync.backfill %s ms; throughput backfill/INSERT = %s; longest batch %s ms (INSERT ... SELECT: %s ms)\n" \
+		"$BF_ROWS" "$bb" "$bx" "$(div "$bb" "$bx")" "$bl" "$bb"
+	printf "verify of %s rows: full join count(*) %s ms, mailsync.verify %s ms; verify/join = %s\n" \
+		"$BF_ROWS" "$vj" "$vv" "$(div "$vv" "$vj")"
 } | tee "$work/table.txt"

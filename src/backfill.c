@@ -52,8 +52,6 @@
 
 PG_FUNCTION_INFO_V1(mailsync_backfill);
 
-#define MS_PROGRESS_SECS	5
-
 /* What one backfill run works with */
 typedef struct MsBackfill
 {

@@ -55,7 +55,6 @@ PG_FUNCTION_INFO_V1(mailsync_ensure_uuid);
 PG_FUNCTION_INFO_V1(mailsync_uuid_immutable);
 
 #define MS_UUID_TEXT_LEN	36
-#define MS_PROGRESS_SECS	5
 
 /* What ensure_uuid works on, resolved once */
 typedef struct MsEnsure

@@ -41,6 +41,9 @@
 /* First key of the session advisory lock a backfill holds on its link */
 #define MS_ADVISORY_CLASS	43110
 
+/* Seconds between two progress NOTICEs of a long-running procedure */
+#define MS_PROGRESS_SECS	5
+
 /* Table alias that target rows carry in generated statements */
 #define MS_TARGET_ALIAS		"ms_target"
 
