@@ -783,14 +783,14 @@ ms_upsert_row(MsLinkEntry *e, MsRuntime *rt, TupleTableSlot *slot)
 }
 
 /*
- * ms_sync_insert mirrors the rows an INSERT added: each is upserted into
- * the other table.
+ * ms_sync_rows mirrors the rows an INSERT added (each is upserted into the
+ * other table) or a DELETE removed (each is deleted there by key).
  */
 static void
-ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
+ms_sync_rows(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, bool delete)
 {
-	Tuplestorestate *news = td->tg_newtable;
-	int64		n = tuplestore_tuple_count(news);
+	Tuplestorestate *rows = delete ? td->tg_oldtable : td->tg_newtable;
+	int64		n = tuplestore_tuple_count(rows);
 	MsExecState st;
 
 	bool		set_based = ms_use_set_based(n);
@@ -800,8 +800,9 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	ms_begin(e, rt, &st, set_based || !rt->direct);
 	if (set_based)
 	{
-		ms_register_table(MS_NEW_TABLE, RelationGetRelid(td->tg_relation), news);
-		ms_run_sql(e, rt, rt->set_upsert_sql);
+		ms_register_table(delete ? MS_OLD_TABLE : MS_NEW_TABLE,
+						  RelationGetRelid(td->tg_relation), rows);
+		ms_run_sql(e, rt, delete ? rt->set_delete_sql : rt->set_upsert_sql);
 	}
 	else
 	{
@@ -810,62 +811,23 @@ ms_sync_insert(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 		MsDirectState ds;
 
 		if (rt->direct)
-			MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, false);
-		ms_rewind(news);
-		while (tuplestore_gettupleslot(news, true, false, slot))
+			MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, delete);
+		ms_rewind(rows);
+		while (tuplestore_gettupleslot(rows, true, false, slot))
 		{
-			if (rt->direct)
+			if (rt->direct && delete)
+				MsDirectDelete(&ds, slot);
+			else if (rt->direct)
 				MsDirectUpsert(&ds, slot);
+			else if (delete)
+			{
+				ms_fill_keys(rt, slot, 0);
+				ms_run_plan(e, rt, rt->delete);
+			}
 			else
 			{
 				ms_fill_params(rt, slot);
 				ms_upsert_row(e, rt, slot);
-			}
-		}
-		if (rt->direct)
-			MsDirectEnd(&ds);
-		ExecDropSingleTupleTableSlot(slot);
-	}
-	ms_end(&st);
-}
-
-/*
- * ms_sync_delete mirrors the rows a DELETE removed.
- */
-static void
-ms_sync_delete(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
-{
-	Tuplestorestate *olds = td->tg_oldtable;
-	int64		n = tuplestore_tuple_count(olds);
-	MsExecState st;
-
-	bool		set_based = ms_use_set_based(n);
-
-	if (n == 0)
-		return;
-	ms_begin(e, rt, &st, set_based || !rt->direct);
-	if (set_based)
-	{
-		ms_register_table(MS_OLD_TABLE, RelationGetRelid(td->tg_relation), olds);
-		ms_run_sql(e, rt, rt->set_delete_sql);
-	}
-	else
-	{
-		TupleTableSlot *slot = MakeSingleTupleTableSlot(RelationGetDescr(td->tg_relation),
-														&TTSOpsMinimalTuple);
-		MsDirectState ds;
-
-		if (rt->direct)
-			MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, true);
-		ms_rewind(olds);
-		while (tuplestore_gettupleslot(olds, true, false, slot))
-		{
-			if (rt->direct)
-				MsDirectDelete(&ds, slot);
-			else
-			{
-				ms_fill_keys(rt, slot, 0);
-				ms_run_plan(e, rt, rt->delete);
 			}
 		}
 		if (rt->direct)
@@ -1043,13 +1005,13 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	switch (event)
 	{
 		case MS_EVENT_INSERT:
-			ms_sync_insert(e, rt, td);
+			ms_sync_rows(e, rt, td, false);
 			break;
 		case MS_EVENT_UPDATE:
 			ms_sync_update(e, rt, td);
 			break;
 		case MS_EVENT_DELETE:
-			ms_sync_delete(e, rt, td);
+			ms_sync_rows(e, rt, td, true);
 			break;
 		case MS_EVENT_TRUNCATE:
 			{
