@@ -91,6 +91,8 @@ DROP TABLE cb.u;
 SELECT name, triggers_ok, regexp_replace(problem, 'OID \d+', 'OID n') AS problem
 FROM mailsync.status() WHERE name = 'cache_u';
 SELECT regexp_replace(try($$INSERT INTO ca.u VALUES (4, 'd')$$), 'OID \d+', 'OID n', 'g');
+SELECT regexp_replace(try($$SELECT * FROM mailsync.verify('cache_u')$$), 'OID \d+', 'OID n', 'g');
+SELECT regexp_replace(try($$CALL mailsync.backfill('cache_u')$$), 'OID \d+', 'OID n', 'g');
 SELECT mailsync.unlink('cache_u');
 INSERT INTO ca.u VALUES (4, 'd');
 

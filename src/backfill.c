@@ -10,10 +10,11 @@
  * written from now on in sync; the backfill carries the rest over:
  *
  *	  - it walks the source's key index in batches of batch_size rows,
- *		upserting each batch into the target through the link's mapping (the
+ *		writing each batch into the target through the link's mapping (the
  *		same expressions the triggers use) where a row is missing or
  *		differs, and commits after each batch, so no lock is held longer than
- *		a batch and writers keep going;
+ *		a batch and writers keep going (ms_run: a plain INSERT while the
+ *		target lacks the batch's keys, an upsert otherwise);
  *	  - the rows of a batch are locked FOR SHARE while it copies them: a
  *		concurrent update or delete of one of them waits for the batch, then
  *		reaches the target through the triggers, so a row deleted meanwhile
