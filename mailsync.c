@@ -25,7 +25,7 @@
 
 PG_MODULE_MAGIC;
 
-/* mailsync.lock_timeout: how long a DDL step waits for its lock, in ms */
+/* mailsync.lock_timeout: how long a DDL step or backfill batch waits for a lock, in ms */
 static int	ms_lock_timeout_ms = 2000;
 
 /* mailsync.set_based: which path the sync triggers take */
@@ -55,8 +55,8 @@ void
 _PG_init(void)
 {
 	DefineCustomIntVariable("mailsync.lock_timeout",
-							"How long a DDL step of mailsync waits for its lock before it retries.",
-							"Keeps mailsync's ALTER TABLE steps from queueing writers behind a long transaction.",
+							"How long a DDL step or a backfill batch of mailsync waits for a lock before it retries.",
+							"Keeps mailsync's ALTER TABLE steps from queueing writers behind a long transaction, and a backfill from failing on a busy row.",
 							&ms_lock_timeout_ms,
 							2000,
 							1,
