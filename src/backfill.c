@@ -86,23 +86,6 @@ MsAdvisoryLockTag(LOCKTAG *tag, const char *link)
 }
 
 /*
- * ms_state_write runs a statement on mailsync.backfills as the extension's
- * owner: table owners may not write mailsync's catalogs themselves.
- */
-static void
-ms_state_write(const char *sql, int nargs, Oid *argtypes, Datum *values,
-			   const char *nulls)
-{
-	Oid			save_userid;
-	int			save_sec;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	MsSpiExecWithArgs(sql, nargs, argtypes, values, nulls, SPI_OK_INSERT_RETURNING);
-	SetUserIdAndSecContext(save_userid, save_sec);
-}
-
-/*
  * ms_key_text returns a text[] key for messages.
  */
 static char *
@@ -147,17 +130,16 @@ ms_save_state(MsBackfill *b, const char *state)
 		nulls[3] = 'n';
 	if (!b->stop_at)
 		nulls[4] = 'n';
-	ms_state_write("INSERT INTO mailsync.backfills AS s (link, direction, state, position, stop_at, "
-				   "rows_done, rows_total, batch_size, started_at, updated_at, finished_at) "
-				   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, pg_catalog.now(), pg_catalog.now(), "
-				   "CASE WHEN $3 = 'done' THEN pg_catalog.now() END) "
-				   "ON CONFLICT (link, direction) DO UPDATE SET state = $3, position = $4, "
-				   "stop_at = $5, rows_done = $6, rows_total = $7, batch_size = $8, "
-				   "updated_at = pg_catalog.now(), "
-				   "finished_at = CASE WHEN $3 = 'done' THEN pg_catalog.now() END, "
-				   "started_at = CASE WHEN $6 = 0 AND $3 = 'running' THEN pg_catalog.now() ELSE s.started_at END "
-				   "RETURNING 1",
-				   8, argtypes, args, nulls);
+	MsCatalogExec("INSERT INTO mailsync.backfills AS s (link, direction, state, position, stop_at, "
+				  "rows_done, rows_total, batch_size, started_at, updated_at, finished_at) "
+				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, pg_catalog.now(), pg_catalog.now(), "
+				  "CASE WHEN $3 = 'done' THEN pg_catalog.now() END) "
+				  "ON CONFLICT (link, direction) DO UPDATE SET state = $3, position = $4, "
+				  "stop_at = $5, rows_done = $6, rows_total = $7, batch_size = $8, "
+				  "updated_at = pg_catalog.now(), "
+				  "finished_at = CASE WHEN $3 = 'done' THEN pg_catalog.now() END, "
+				  "started_at = CASE WHEN $6 = 0 AND $3 = 'running' THEN pg_catalog.now() ELSE s.started_at END",
+				  8, argtypes, args, nulls, SPI_OK_INSERT);
 }
 
 /*

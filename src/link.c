@@ -385,8 +385,6 @@ ms_insert_catalog_row(MsLinkDef *def, MsSharedSequence *shared)
 		JSONBOID, TEXTARRAYOID, TEXTARRAYOID, REGCLASSOID, JSONBOID, NAMEOID};
 	Datum		args[10];
 	char		nulls[10];
-	Oid			save_userid;
-	int			save_sec;
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(def->name);
@@ -423,13 +421,10 @@ ms_insert_catalog_row(MsLinkDef *def, MsSharedSequence *shared)
 		}
 	}
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	MsSpiExecWithArgs("INSERT INTO mailsync.links (name, legacy, current, direction, columns, "
-					  "key, legacy_key, shared_sequence, replaced_default, created_by) "
-					  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-					  10, argtypes, args, nulls, SPI_OK_INSERT);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	MsCatalogExec("INSERT INTO mailsync.links (name, legacy, current, direction, columns, "
+				  "key, legacy_key, shared_sequence, replaced_default, created_by) "
+				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+				  10, argtypes, args, nulls, SPI_OK_INSERT);
 }
 
 /*
@@ -581,8 +576,6 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	Oid			seq;
 	Jsonb	   *replaced = NULL;
 	char	   *direction;
-	Oid			save_userid;
-	int			save_sec;
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.unlink");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -636,15 +629,12 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	if (replaced != NULL)
 		ms_restore_default(rels[0], rels[1], seq, replaced);
 
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	MsSpiExecWithArgs("DELETE FROM mailsync.links WHERE name = $1",
-					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
-	MsSpiExecWithArgs("DELETE FROM mailsync.backfills WHERE link = $1",
-					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
-	MsSpiExecWithArgs("DELETE FROM mailsync.verifications WHERE link = $1",
-					  1, &argtype, &arg, NULL, SPI_OK_DELETE);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	MsCatalogExec("DELETE FROM mailsync.links WHERE name = $1",
+				  1, &argtype, &arg, NULL, SPI_OK_DELETE);
+	MsCatalogExec("DELETE FROM mailsync.backfills WHERE link = $1",
+				  1, &argtype, &arg, NULL, SPI_OK_DELETE);
+	MsCatalogExec("DELETE FROM mailsync.verifications WHERE link = $1",
+				  1, &argtype, &arg, NULL, SPI_OK_DELETE);
 
 	MsPopPinnedPath();
 	SPI_finish();

@@ -169,6 +169,8 @@ extern void MsCheckTableOwner(Oid relid);
 extern void MsSpiExec(const char *sql, int expected);
 extern void MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes,
 							  Datum *values, const char *nulls, int expected);
+extern void MsCatalogExec(const char *sql, int nargs, Oid *argtypes,
+						  Datum *values, const char *nulls, int expected);
 extern void MsSleep(long ms);
 extern void MsSpiExecRetryLock(const char *sql, int expected);
 extern bool MsSpiExecWithArgsRetryLock(const char *sql, int nargs, Oid *argtypes,

@@ -628,6 +628,24 @@ ms_rewind(Tuplestorestate *ts)
 }
 
 /*
+ * ms_next_changed reads the next (OLD, NEW) pair of an UPDATE in which a
+ * source column the mapping reads changed; false when there is none left.
+ */
+static bool
+ms_next_changed(MsRuntime *rt, Tuplestorestate *olds, Tuplestorestate *news,
+				TupleTableSlot *oldslot, TupleTableSlot *newslot)
+{
+	while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
+		   tuplestore_gettupleslot(news, true, false, newslot))
+	{
+		if (ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
+							  rt->param_byval, rt->param_len))
+			return true;
+	}
+	return false;
+}
+
+/*
  * ms_use_set_based tells whether n rows take the set-based path.
  */
 static inline bool
@@ -859,12 +877,8 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 
 	ms_rewind(olds);
 	ms_rewind(news);
-	while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
-		   tuplestore_gettupleslot(news, true, false, newslot))
+	while (ms_next_changed(rt, olds, news, oldslot, newslot))
 	{
-		if (!ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
-							   rt->param_byval, rt->param_len))
-			continue;
 		nchanged++;
 		if (!key_changed)
 			key_changed = ms_columns_differ(oldslot, newslot, rt->nkeys,
@@ -883,11 +897,8 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 			changed = tuplestore_begin_heap(false, false, work_mem);
 			ms_rewind(olds);
 			ms_rewind(news);
-			while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
-				   tuplestore_gettupleslot(news, true, false, newslot))
-				if (ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
-									  rt->param_byval, rt->param_len))
-					tuplestore_puttupleslot(changed, newslot);
+			while (ms_next_changed(rt, olds, news, oldslot, newslot))
+				tuplestore_puttupleslot(changed, newslot);
 		}
 
 		ms_begin(e, rt, &st, set_based || !rt->direct);
@@ -905,12 +916,8 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 				MsDirectBegin(&ds, &e->def->dir[rt->side], rt->direct, false);
 			ms_rewind(olds);
 			ms_rewind(news);
-			while (tuplestore_gettupleslot(olds, true, false, oldslot) &&
-				   tuplestore_gettupleslot(news, true, false, newslot))
+			while (ms_next_changed(rt, olds, news, oldslot, newslot))
 			{
-				if (!ms_columns_differ(oldslot, newslot, rt->nparams, rt->param_attno,
-									   rt->param_byval, rt->param_len))
-					continue;
 				if (rt->direct)
 					MsDirectUpdate(&ds, oldslot, newslot);
 				else

@@ -217,6 +217,24 @@ MsSpiExecWithArgs(const char *sql, int nargs, Oid *argtypes, Datum *values,
 }
 
 /*
+ * MsCatalogExec runs a statement on one of mailsync's catalogs as the
+ * extension's owner: the table owners who call link, backfill or verify may
+ * not write those catalogs themselves.
+ */
+void
+MsCatalogExec(const char *sql, int nargs, Oid *argtypes, Datum *values,
+			  const char *nulls, int expected)
+{
+	Oid			save_userid;
+	int			save_sec;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	MsSpiExecWithArgs(sql, nargs, argtypes, values, nulls, expected);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
  * MsSleep sleeps for ms milliseconds, waking up for a cancel or a
  * terminate.
  */

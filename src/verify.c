@@ -38,6 +38,26 @@ PG_FUNCTION_INFO_V1(mailsync_repair);
 static const char *const side_word[2] = {"legacy", "current"};
 
 /*
+ * ms_open_link connects to SPI, pins the search path and loads the link
+ * named by the first argument; ms_close_link undoes the first two.
+ */
+static MsLinkDef *
+ms_open_link(FunctionCallInfo fcinfo)
+{
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MsPushPinnedPath();
+	return MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+}
+
+static void
+ms_close_link(void)
+{
+	MsPopPinnedPath();
+	SPI_finish();
+}
+
+/*
  * ms_direction_for resolves the direction a comparison runs in: the one
  * named (by its source side for repair), or the link's own (up, unless the
  * link syncs down only).
@@ -154,8 +174,6 @@ ms_record_verification(MsLinkDef *def, int side, int64 counts[3],
 {
 	Oid			argtypes[6] = {TEXTOID, TEXTOID, INT8OID, INT8OID, INT8OID, TIMESTAMPTZOID};
 	Datum		args[6];
-	Oid			save_userid;
-	int			save_sec;
 
 	if (XactReadOnly)
 		return;
@@ -165,17 +183,14 @@ ms_record_verification(MsLinkDef *def, int side, int64 counts[3],
 	args[3] = Int64GetDatum(counts[1]);
 	args[4] = Int64GetDatum(counts[2]);
 	args[5] = TimestampTzGetDatum(started);
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(MsExtensionOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	MsSpiExecWithArgs("INSERT INTO mailsync.verifications AS v (link, direction, verified_at, "
-					  "missing_in_current, missing_in_legacy, differs, duration) "
-					  "VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, "
-					  "pg_catalog.clock_timestamp() - $6) "
-					  "ON CONFLICT (link) DO UPDATE SET direction = $2, "
-					  "verified_at = EXCLUDED.verified_at, missing_in_current = $3, "
-					  "missing_in_legacy = $4, differs = $5, duration = EXCLUDED.duration",
-					  6, argtypes, args, NULL, SPI_OK_INSERT);
-	SetUserIdAndSecContext(save_userid, save_sec);
+	MsCatalogExec("INSERT INTO mailsync.verifications AS v (link, direction, verified_at, "
+				  "missing_in_current, missing_in_legacy, differs, duration) "
+				  "VALUES ($1, $2, pg_catalog.clock_timestamp(), $3, $4, $5, "
+				  "pg_catalog.clock_timestamp() - $6) "
+				  "ON CONFLICT (link) DO UPDATE SET direction = $2, "
+				  "verified_at = EXCLUDED.verified_at, missing_in_current = $3, "
+				  "missing_in_legacy = $4, differs = $5, duration = EXCLUDED.duration",
+				  6, argtypes, args, NULL, SPI_OK_INSERT);
 }
 
 /*
@@ -208,10 +223,7 @@ mailsync_verify(PG_FUNCTION_ARGS)
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.verify");
 	InitMaterializedSRF(fcinfo, 0);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	MsPushPinnedPath();
-	def = MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	def = ms_open_link(fcinfo);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	MsSpiExec(ms_sql_verify(&def->dir[side], side), SPI_OK_SELECT);
@@ -240,8 +252,7 @@ mailsync_verify(PG_FUNCTION_ARGS)
 	}
 	ms_record_verification(def, side, counts, started);
 
-	MsPopPinnedPath();
-	SPI_finish();
+	ms_close_link();
 	return (Datum) 0;
 }
 
@@ -264,10 +275,7 @@ mailsync_verify_summary(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.verify_summary");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	MsPushPinnedPath();
-	def = MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	def = ms_open_link(fcinfo);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	initStringInfo(&sql);
@@ -286,8 +294,7 @@ mailsync_verify_summary(PG_FUNCTION_ARGS)
 	}
 	ms_record_verification(def, side, counts, started);
 
-	MsPopPinnedPath();
-	SPI_finish();
+	ms_close_link();
 	values[3] = CStringGetTextDatum(side == MS_UP ? "up" : "down");
 	values[4] = TimestampTzGetDatum(GetCurrentTimestamp());
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
@@ -312,10 +319,7 @@ mailsync_repair(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 1, "source", "mailsync.repair");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	MsPushPinnedPath();
-	def = MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	def = ms_open_link(fcinfo);
 	MsCheckTableOwner(def->legacy);
 	MsCheckTableOwner(def->current);
 	side = ms_direction_for(def, fcinfo, 1, true);
@@ -332,8 +336,7 @@ mailsync_repair(PG_FUNCTION_ARGS)
 								  c + 1, &isnull);
 	}
 
-	MsPopPinnedPath();
-	SPI_finish();
+	ms_close_link();
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc),
 													  values, nulls)));
 }
