@@ -22,7 +22,8 @@ CREATE TABLE mailsync.links (
 	shared_sequence		pg_catalog.regclass,
 	replaced_default	pg_catalog.jsonb,
 	created_at			timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	created_by			name NOT NULL
+	created_by			name NOT NULL,
+	replica				boolean NOT NULL DEFAULT false
 );
 
 COMMENT ON TABLE mailsync.links IS
@@ -35,6 +36,8 @@ COMMENT ON COLUMN mailsync.links.shared_sequence IS
 	'The sequence both key columns draw from, when the key has one';
 COMMENT ON COLUMN mailsync.links.replaced_default IS
 	'The key default that link replaced, restored by unlink';
+COMMENT ON COLUMN mailsync.links.replica IS
+	'Whether the link also mirrors the rows logical replication applies (link(..., replica => true))';
 
 -- Where each backfill is: one row a link and direction.
 CREATE TABLE mailsync.backfills (
@@ -118,12 +121,13 @@ CREATE FUNCTION mailsync.link(
 	key				text[] DEFAULT NULL,
 	direction		text DEFAULT 'both',
 	backfill		boolean DEFAULT false,
-	share_sequence	boolean DEFAULT true)
+	share_sequence	boolean DEFAULT true,
+	replica			boolean DEFAULT false)
 RETURNS void
 AS 'MODULE_PATHNAME', 'mailsync_link'
 LANGUAGE C VOLATILE;
 
-COMMENT ON FUNCTION mailsync.link(text, pg_catalog.regclass, pg_catalog.regclass, pg_catalog.jsonb, text[], text, boolean, boolean) IS
+COMMENT ON FUNCTION mailsync.link(text, pg_catalog.regclass, pg_catalog.regclass, pg_catalog.jsonb, text[], text, boolean, boolean, boolean) IS
 	'Link a legacy and a current table: validate the mapping, install the sync triggers, record the link';
 
 CREATE FUNCTION mailsync.unlink(name text)
@@ -177,13 +181,22 @@ BEGIN
 			problems := problems || format('current table (OID %s) no longer exists', l.current::oid);
 		END IF;
 
+		-- each trigger the link needs, and how it must be enabled: O fires
+		-- in ordinary sessions, R only where logical replication applies
+		-- rows, A in both
 		FOR t IN
-			SELECT s.role, s.tbl, 'mailsync_' || l.name || n.suffix AS tgname
+			SELECT s.role, s.tbl, 'mailsync_' || l.name || n.suffix AS tgname,
+				   CASE WHEN n.apply THEN 'R'
+						WHEN l.replica AND n.suffix = '_truncate' THEN 'A'
+						ELSE 'O' END AS want
 			FROM (VALUES ('legacy', l.legacy, l.direction IN ('both', 'up')),
 						 ('current', l.current, l.direction IN ('both', 'down')))
 				 AS s(role, tbl, needed),
-				 (VALUES ('_insert'), ('_update'), ('_delete'), ('_truncate')) AS n(suffix)
-			WHERE s.needed AND EXISTS (SELECT FROM pg_class WHERE oid = s.tbl)
+				 (VALUES ('_insert', false), ('_update', false), ('_delete', false),
+						 ('_truncate', false), ('_apply_insert', true),
+						 ('_apply_update', true), ('_apply_delete', true)) AS n(suffix, apply)
+			WHERE s.needed AND (l.replica OR NOT n.apply)
+			  AND EXISTS (SELECT FROM pg_class WHERE oid = s.tbl)
 		LOOP
 			SELECT tg.tgenabled INTO enabled
 			FROM pg_trigger tg
@@ -193,8 +206,13 @@ BEGIN
 				problems := problems || format('trigger %s on %s table %s is missing', t.tgname, t.role, t.tbl);
 			ELSIF enabled = 'D' THEN
 				problems := problems || format('trigger %s on %s table %s is disabled', t.tgname, t.role, t.tbl);
-			ELSIF enabled = 'R' THEN
-				problems := problems || format('trigger %s on %s table %s fires only for replication', t.tgname, t.role, t.tbl);
+			ELSIF enabled <> t.want THEN
+				problems := problems || format('trigger %s on %s table %s fires %s, it must fire %s',
+					t.tgname, t.role, t.tbl,
+					CASE enabled WHEN 'R' THEN 'only for replication' WHEN 'A' THEN 'always'
+						ELSE 'only outside replication' END,
+					CASE t.want WHEN 'R' THEN 'only for replication' WHEN 'A' THEN 'always'
+						ELSE 'outside replication' END);
 			END IF;
 		END LOOP;
 

@@ -347,6 +347,10 @@ ms_backfill(MsLinkDef *def)
 /*
  * ms_create_triggers puts the sync triggers on every table the link syncs
  * from: one per event, INSERT, UPDATE and DELETE with transition tables.
+ * A replica link also fires where logical replication applies rows: the
+ * apply worker runs row triggers only, so it gets a row trigger for
+ * INSERT, UPDATE and DELETE that fires only in replica sessions, and its
+ * TRUNCATE trigger fires always.
  */
 static void
 ms_create_triggers(MsLinkDef *def)
@@ -356,6 +360,9 @@ ms_create_triggers(MsLinkDef *def)
 		"UPDATE ON %s REFERENCING OLD TABLE AS " MS_OLD_TABLE " NEW TABLE AS " MS_NEW_TABLE,
 		"DELETE ON %s REFERENCING OLD TABLE AS " MS_OLD_TABLE,
 		"TRUNCATE ON %s"
+	};
+	static const char *const row_events[MS_EVENT_TRUNCATE] = {
+		"INSERT ON %s", "UPDATE ON %s", "DELETE ON %s"
 	};
 	char	   *arg = quote_literal_cstr(def->name);
 
@@ -369,9 +376,25 @@ ms_create_triggers(MsLinkDef *def)
 		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 			MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH STATEMENT "
 							   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
-							   quote_identifier(MsTriggerName(def->name, (MsEvent) ev)),
+							   quote_identifier(MsTriggerName(def->name, (MsEvent) ev, false)),
 							   psprintf(events[ev], rel), arg),
 					  SPI_OK_UTILITY);
+		if (!def->replica)
+			continue;
+		for (int ev = 0; ev < MS_EVENT_TRUNCATE; ev++)
+		{
+			const char *tg = quote_identifier(MsTriggerName(def->name, (MsEvent) ev, true));
+
+			MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH ROW "
+							   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
+							   tg, psprintf(row_events[ev], rel), arg),
+					  SPI_OK_UTILITY);
+			MsSpiExec(psprintf("ALTER TABLE %s ENABLE REPLICA TRIGGER %s", rel, tg),
+					  SPI_OK_UTILITY);
+		}
+		MsSpiExec(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", rel,
+						   quote_identifier(MsTriggerName(def->name, MS_EVENT_TRUNCATE, false))),
+				  SPI_OK_UTILITY);
 	}
 }
 
@@ -381,10 +404,10 @@ ms_create_triggers(MsLinkDef *def)
 static void
 ms_insert_catalog_row(MsLinkDef *def, MsSharedSequence *shared)
 {
-	Oid			argtypes[10] = {TEXTOID, REGCLASSOID, REGCLASSOID, TEXTOID,
-		JSONBOID, TEXTARRAYOID, TEXTARRAYOID, REGCLASSOID, JSONBOID, NAMEOID};
-	Datum		args[10];
-	char		nulls[10];
+	Oid			argtypes[11] = {TEXTOID, REGCLASSOID, REGCLASSOID, TEXTOID,
+		JSONBOID, TEXTARRAYOID, TEXTARRAYOID, REGCLASSOID, JSONBOID, NAMEOID, BOOLOID};
+	Datum		args[11];
+	char		nulls[11];
 
 	memset(nulls, ' ', sizeof(nulls));
 	args[0] = CStringGetTextDatum(def->name);
@@ -396,6 +419,7 @@ ms_insert_catalog_row(MsLinkDef *def, MsSharedSequence *shared)
 	args[6] = ms_text_array(def->legacy_key, def->nkeys);
 	args[9] = DirectFunctionCall1(namein,
 								  CStringGetDatum(GetUserNameFromId(GetUserId(), false)));
+	args[10] = BoolGetDatum(def->replica);
 	nulls[7] = nulls[8] = 'n';
 	if (shared != NULL)
 	{
@@ -422,14 +446,14 @@ ms_insert_catalog_row(MsLinkDef *def, MsSharedSequence *shared)
 	}
 
 	MsCatalogExec("INSERT INTO mailsync.links (name, legacy, current, direction, columns, "
-				  "key, legacy_key, shared_sequence, replaced_default, created_by) "
-				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-				  10, argtypes, args, nulls, SPI_OK_INSERT);
+				  "key, legacy_key, shared_sequence, replaced_default, created_by, replica) "
+				  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+				  11, argtypes, args, nulls, SPI_OK_INSERT);
 }
 
 /*
  * mailsync_link implements mailsync.link(name, legacy, current, columns,
- * key, direction, backfill, share_sequence).
+ * key, direction, backfill, share_sequence, replica).
  */
 Datum
 mailsync_link(PG_FUNCTION_ARGS)
@@ -443,6 +467,7 @@ mailsync_link(PG_FUNCTION_ARGS)
 	List	   *key = NIL;
 	bool		backfill;
 	bool		share_sequence;
+	bool		replica;
 	Relation	legacy;
 	Relation	current;
 	MsLinkDef  *def;
@@ -455,6 +480,7 @@ mailsync_link(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 5, "direction", fn);
 	MsCheckNotNullArg(fcinfo, 6, "backfill", fn);
 	MsCheckNotNullArg(fcinfo, 7, "share_sequence", fn);
+	MsCheckNotNullArg(fcinfo, 8, "replica", fn);
 
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	legacy_oid = PG_GETARG_OID(1);
@@ -463,6 +489,7 @@ mailsync_link(PG_FUNCTION_ARGS)
 	direction = text_to_cstring(PG_GETARG_TEXT_PP(5));
 	backfill = PG_GETARG_BOOL(6);
 	share_sequence = PG_GETARG_BOOL(7);
+	replica = PG_GETARG_BOOL(8);
 
 	MsCheckLinkName(name);
 	MsCheckDirection(direction);
@@ -500,6 +527,7 @@ mailsync_link(PG_FUNCTION_ARGS)
 	table_close(current, NoLock);
 	ms_check_conflicts(name, legacy_oid, current_oid, def);
 
+	def->replica = replica;
 	if (share_sequence)
 		shared = ms_share_key_sequence(def);
 	if (backfill)
@@ -576,6 +604,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	Oid			seq;
 	Jsonb	   *replaced = NULL;
 	char	   *direction;
+	bool		replica;
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.unlink");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -587,7 +616,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	MsPushPinnedPath();
 
 	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, "
-					  "shared_sequence::pg_catalog.oid, replaced_default, direction "
+					  "shared_sequence::pg_catalog.oid, replaced_default, direction, replica "
 					  "FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -609,6 +638,8 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 			replaced = DatumGetJsonbPCopy(d);
 	}
 	direction = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
+	replica = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 6, &isnull));
 
 	for (int i = 0; i < 2; i++)
 		if (get_rel_name(rels[i]) != NULL)
@@ -621,10 +652,17 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 			strcmp(direction, i == MS_LEGACY_SIDE ? "down" : "up") == 0)
 			continue;
 		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
+		{
 			MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
-							   quote_identifier(MsTriggerName(name, (MsEvent) ev)),
+							   quote_identifier(MsTriggerName(name, (MsEvent) ev, false)),
 							   MsQualifiedRelName(rels[i])),
 					  SPI_OK_UTILITY);
+			if (replica && ev != MS_EVENT_TRUNCATE)
+				MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+								   quote_identifier(MsTriggerName(name, (MsEvent) ev, true)),
+								   MsQualifiedRelName(rels[i])),
+						  SPI_OK_UTILITY);
+		}
 	}
 	if (replaced != NULL)
 		ms_restore_default(rels[0], rels[1], seq, replaced);
@@ -660,9 +698,12 @@ MsLoadLink(const char *name, bool from_trigger)
 	Jsonb	   *columns;
 	List	   *key;
 	char	   *direction;
+	Oid			shared_seq;
+	bool		replica;
 	MsLinkDef  *def;
 
-	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction "
+	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction, "
+					  "shared_sequence::pg_catalog.oid, replica "
 					  "FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -686,6 +727,12 @@ MsLoadLink(const char *name, bool from_trigger)
 							"key");
 	direction = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 5, &isnull));
+	shared_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+												SPI_tuptable->tupdesc, 6, &isnull));
+	if (isnull)
+		shared_seq = InvalidOid;
+	replica = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 7, &isnull));
 
 	legacy = try_table_open(rels[0], AccessShareLock);
 	current = try_table_open(rels[1], AccessShareLock);
@@ -697,6 +744,8 @@ MsLoadLink(const char *name, bool from_trigger)
 						legacy == NULL ? rels[0] : rels[1]),
 				 errhint("Run mailsync.unlink('%s').", name)));
 	def = MsCompileLink(name, legacy, current, columns, key, direction);
+	def->shared_seq = shared_seq;
+	def->replica = replica;
 	table_close(legacy, NoLock);
 	table_close(current, NoLock);
 	return def;

@@ -35,7 +35,7 @@
 #define MS_LEGACY_SIDE	0
 #define MS_CURRENT_SIDE 1
 
-/* Longest link name: trigger names "mailsync_<name>_truncate" must fit */
+/* Longest link name: trigger names "mailsync_<name>_apply_delete" must fit */
 #define MS_MAX_LINK_NAME	40
 
 /* First key of the session advisory lock a backfill holds on its link */
@@ -110,6 +110,8 @@ typedef struct MsLinkDef
 	char	  **legacy_key;		/* legacy-side key column names */
 	Jsonb	   *columns;		/* normalised mapping, as stored */
 	MsDirection dir[2];			/* MS_UP, MS_DOWN */
+	Oid			shared_seq;		/* the sequence both keys draw from, or 0 */
+	bool		replica;		/* do its triggers fire for logical replication? */
 } MsLinkDef;
 
 /*
@@ -202,7 +204,7 @@ extern char *MsSqlUpdateRow(const MsDirection *d);
 extern char *MsSqlUpdate(const MsDirection *d, const char *from);
 extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
-extern char *MsTriggerName(const char *link, MsEvent event);
+extern char *MsTriggerName(const char *link, MsEvent event, bool apply);
 extern char *MsSqlLastKey(const MsDirection *d);
 extern char *MsSqlCountUpTo(const MsDirection *d);
 extern char *MsSqlBackfillBounds(const MsDirection *d);

@@ -39,14 +39,16 @@
 #include "mailsync.h"
 
 /*
- * MsTriggerName returns the name of a link's trigger for one event.
+ * MsTriggerName returns the name of a link's trigger for one event: the
+ * statement trigger, or with apply the row trigger that fires for rows
+ * logical replication applies (no such trigger for TRUNCATE).
  */
 char *
-MsTriggerName(const char *link, MsEvent event)
+MsTriggerName(const char *link, MsEvent event, bool apply)
 {
 	static const char *const suffix[] = {"insert", "update", "delete", "truncate"};
 
-	return psprintf("mailsync_%s_%s", link, suffix[event]);
+	return psprintf("mailsync_%s_%s%s", link, apply ? "apply_" : "", suffix[event]);
 }
 
 /*

@@ -54,9 +54,14 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "catalog/pg_sequence.h"
+#include "catalog/pg_subscription_rel.h"
 #include "catalog/pg_type.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
 #include "executor/spi.h"
@@ -64,9 +69,12 @@
 #include "miscadmin.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
+#include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -106,6 +114,7 @@ typedef struct MsRuntime
 	bool		own_capture;	/* only the link's triggers capture the target */
 	Oid			trigger_fn;		/* the function of the link's triggers */
 	int			side;			/* MS_UP or MS_DOWN */
+	Oid			seq_key_type;	/* source key type, when keys share a sequence */
 	SPIPlanPtr	insert;
 	SPIPlanPtr	update;
 	SPIPlanPtr	delete;
@@ -128,6 +137,9 @@ typedef struct MsLinkEntry
 	MemoryContext cxt;			/* holds def and the runtime metadata */
 	MsLinkDef  *def;
 	char	   *trigger[MS_NUM_EVENTS]; /* expected trigger names */
+	char	   *apply_trigger[MS_EVENT_TRUNCATE];	/* and of a replica link */
+	Oid			seq;			/* the sequence both keys draw from, or 0 */
+	int64		seq_floor;		/* no key up to this can come from it again */
 	MsRuntime	rt[2];
 } MsLinkEntry;
 
@@ -157,6 +169,8 @@ static struct
 	Oid			trigger_fn;
 	char		link[NAMEDATALEN];
 }			uncaptured;
+
+static void ms_rewind(Tuplestorestate *ts);
 
 static HTAB *link_cache = NULL;
 static MemoryContext link_cache_cxt = NULL;
@@ -504,6 +518,167 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 }
 
 /*
+ * ms_ascending_sequence returns the sequence both keys of a link draw from,
+ * when there is one that counts upwards; mailsync keeps it past the keys
+ * that rows get from elsewhere.
+ */
+static Oid
+ms_ascending_sequence(const MsLinkDef *def)
+{
+	HeapTuple	tup;
+	bool		up;
+
+	if (!OidIsValid(def->shared_seq) || def->nkeys != 1)
+		return InvalidOid;
+	tup = SearchSysCache1(SEQRELID, ObjectIdGetDatum(def->shared_seq));
+	if (!HeapTupleIsValid(tup))
+		return InvalidOid;
+	up = ((Form_pg_sequence) GETSTRUCT(tup))->seqincrement > 0;
+	ReleaseSysCache(tup);
+	return up ? def->shared_seq : InvalidOid;
+}
+
+/*
+ * ms_sequence_position returns the highest value the sequence has handed
+ * out (one less than its first value when it has handed out none), read
+ * from its page without taking a value.
+ */
+static int64
+ms_sequence_position(Relation seqrel)
+{
+	Buffer		buf = ReadBuffer(seqrel, 0);
+	Page		page;
+	HeapTupleHeader th;
+	Form_pg_sequence_data data;
+	int64		pos;
+
+	LockBuffer(buf, BUFFER_LOCK_SHARE);
+	page = BufferGetPage(buf);
+	th = (HeapTupleHeader) PageGetItem(page, PageGetItemId(page, FirstOffsetNumber));
+	data = (Form_pg_sequence_data) ((char *) th + th->t_hoff);
+	pos = data->is_called ? data->last_value : data->last_value - 1;
+	UnlockReleaseBuffer(buf);
+	return pos;
+}
+
+/*
+ * ms_advance_sequence moves the link's shared sequence past the highest
+ * key among the rows a statement wrote with a key of their own: otherwise
+ * the next row inserted without a key, on either side, would be given that
+ * key again.  Rows whose keys came from the sequence are below its
+ * position and cost one look at its page.  Advancing is serialised among
+ * the sessions that do it, and is not undone by a rollback, as nextval.
+ */
+static void
+ms_advance_sequence(MsLinkEntry *e, MsRuntime *rt, Tuplestorestate *rows,
+					TupleDesc desc)
+{
+	TupleTableSlot *slot;
+	AttrNumber	attno = rt->key_attno[0];
+	int64		max = PG_INT64_MIN;
+	Relation	seqrel;
+	int64		pos;
+
+	if (!OidIsValid(e->seq) || !OidIsValid(rt->seq_key_type))
+		return;
+	slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	ms_rewind(rows);
+	while (tuplestore_gettupleslot(rows, true, false, slot))
+	{
+		bool		isnull;
+		Datum		d = slot_getattr(slot, attno, &isnull);
+		int64		k;
+
+		if (isnull)
+			continue;
+		k = rt->seq_key_type == INT8OID ? DatumGetInt64(d) :
+			rt->seq_key_type == INT4OID ? (int64) DatumGetInt32(d) :
+			rt->seq_key_type == INT2OID ? (int64) DatumGetInt16(d) : PG_INT64_MIN;
+		if (k > max)
+			max = k;
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	if (max <= e->seq_floor)
+		return;
+
+	seqrel = try_relation_open(e->seq, AccessShareLock);
+	if (seqrel == NULL)
+		return;
+	pos = ms_sequence_position(seqrel);
+	if (pos < max)
+	{
+		Oid			save_userid;
+		int			save_sec;
+
+		LockRelationOid(e->seq, ShareUpdateExclusiveLock);
+		pos = ms_sequence_position(seqrel);
+		if (pos < max)
+		{
+			GetUserIdAndSecContext(&save_userid, &save_sec);
+			SetUserIdAndSecContext(seqrel->rd_rel->relowner,
+								   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+			DirectFunctionCall2(setval_oid, ObjectIdGetDatum(e->seq), Int64GetDatum(max));
+			SetUserIdAndSecContext(save_userid, save_sec);
+			pos = max;
+		}
+		UnlockRelationOid(e->seq, ShareUpdateExclusiveLock);
+	}
+	e->seq_floor = pos;
+	relation_close(seqrel, NoLock);
+}
+
+/*
+ * ms_target_subscribed tells whether logical replication writes the table
+ * itself: a replica link does not mirror rows into such a table, which
+ * receives the publisher's own copy of them.
+ */
+static bool
+ms_target_subscribed(Oid relid)
+{
+	Relation	rel = table_open(SubscriptionRelRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	ScanKeyInit(&key, Anum_pg_subscription_rel_srrelid, BTEqualStrategyNumber,
+				F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, SubscriptionRelSrrelidSrsubidIndexId, true,
+							  NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/*
+ * ms_row_tables makes the row of a row trigger look like the transition
+ * tables of a one-row statement, so that both kinds of trigger share one
+ * path.
+ */
+static void
+ms_row_tables(TriggerData *td, TriggerData *rowtd)
+{
+	*rowtd = *td;
+	rowtd->tg_oldtable = NULL;
+	rowtd->tg_newtable = NULL;
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+	{
+		rowtd->tg_newtable = tuplestore_begin_heap(false, false, work_mem);
+		tuplestore_puttupleslot(rowtd->tg_newtable, td->tg_trigslot);
+	}
+	else
+	{
+		rowtd->tg_oldtable = tuplestore_begin_heap(false, false, work_mem);
+		tuplestore_puttupleslot(rowtd->tg_oldtable, td->tg_trigslot);
+		if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
+		{
+			rowtd->tg_newtable = tuplestore_begin_heap(false, false, work_mem);
+			tuplestore_puttupleslot(rowtd->tg_newtable, td->tg_newslot);
+		}
+	}
+}
+
+/*
  * ms_entry_build reads a link from mailsync.links, compiles it under the
  * pinned search path and prepares its statements.  trigger_fn is the
  * trigger function's OID, by which the link's own triggers are known.
@@ -542,7 +717,19 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 							 e->name, trigger_fn);
 	}
 	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
-		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev);
+		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev, false);
+	for (int ev = 0; ev < MS_EVENT_TRUNCATE; ev++)
+		e->apply_trigger[ev] = MsTriggerName(e->name, (MsEvent) ev, true);
+	e->seq = ms_ascending_sequence(def);
+	e->seq_floor = PG_INT64_MIN;
+	for (int side = MS_UP; side <= MS_DOWN && OidIsValid(e->seq); side++)
+	{
+		Relation	src = side == MS_UP ? legacy : current;
+
+		if (def->dir[side].enabled)
+			e->rt[side].seq_key_type =
+				TupleDescAttr(RelationGetDescr(src), def->dir[side].src_key[0] - 1)->atttypid;
+	}
 	e->def = def;
 
 	table_close(legacy, NoLock);
@@ -861,8 +1048,9 @@ ms_sync_rows(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, bool delete)
  * mapping reads and sees whether any key changed; the second pass does
  * the work, set-based over the changed rows when no key changed and the
  * statement is large enough, else row by row in the order of the update.
+ * It tells whether a key changed.
  */
-static void
+static bool
 ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 {
 	Tuplestorestate *olds = td->tg_oldtable;
@@ -937,16 +1125,20 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 	}
 	ExecDropSingleTupleTableSlot(oldslot);
 	ExecDropSingleTupleTableSlot(newslot);
+	return key_changed;
 }
 
 /*
  * mailsync_sync_trigger is the trigger function of every link.  Its one
- * argument is the link name.
+ * argument is the link name.  It fires AFTER each statement, with the
+ * statement's transition tables; the apply triggers of a replica link
+ * fire AFTER each row, which is taken as a statement of one row.
  */
 Datum
 mailsync_sync_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *td = (TriggerData *) fcinfo->context;
+	TriggerData rowtd;
 	Trigger    *trigger;
 	MsLinkEntry *e;
 	MsLinkDef  *def;
@@ -954,15 +1146,17 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	Oid			relid;
 	int			side;
 	MsEvent		event;
+	bool		for_row;
+	const char *expected;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("mailsync.sync_trigger: must be called as trigger")));
-	if (!TRIGGER_FIRED_AFTER(td->tg_event) || TRIGGER_FIRED_FOR_ROW(td->tg_event))
+	if (!TRIGGER_FIRED_AFTER(td->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("mailsync.sync_trigger: must be fired AFTER each statement")));
+				 errmsg("mailsync.sync_trigger: must be fired AFTER the statement or row")));
 	trigger = td->tg_trigger;
 	if (trigger->tgnargs != 1)
 		ereport(ERROR,
@@ -996,12 +1190,17 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 		event = MS_EVENT_DELETE;
 	else
 		event = MS_EVENT_TRUNCATE;
+	for_row = TRIGGER_FIRED_FOR_ROW(td->tg_event);
+	expected = !for_row ? e->trigger[event] :
+		def->replica && event != MS_EVENT_TRUNCATE ? e->apply_trigger[event] : NULL;
 
 	/* only the link's own trigger of this event, on one of its tables */
-	if (side < 0 || !def->dir[side].enabled ||
-		strcmp(trigger->tgname, e->trigger[event]) != 0 ||
-		(event != MS_EVENT_TRUNCATE && event != MS_EVENT_DELETE && td->tg_newtable == NULL) ||
-		(event != MS_EVENT_TRUNCATE && event != MS_EVENT_INSERT && td->tg_oldtable == NULL))
+	if (side < 0 || !def->dir[side].enabled || expected == NULL ||
+		strcmp(trigger->tgname, expected) != 0 ||
+		(!for_row && event != MS_EVENT_TRUNCATE && event != MS_EVENT_DELETE &&
+		 td->tg_newtable == NULL) ||
+		(!for_row && event != MS_EVENT_TRUNCATE && event != MS_EVENT_INSERT &&
+		 td->tg_oldtable == NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" on table \"%s\" is not a trigger of mailsync link \"%s\"",
@@ -1009,13 +1208,26 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 				 errhint("Only mailsync.link creates triggers that call mailsync.sync_trigger; drop this one.")));
 	rt = &e->rt[side];
 
+	/* where logical replication writes the other table too, it is not ours */
+	if (SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA &&
+		ms_target_subscribed(rt->dst_relid))
+		return PointerGetDatum(NULL);
+	if (for_row)
+	{
+		ms_row_tables(td, &rowtd);
+		td = &rowtd;
+	}
+
 	switch (event)
 	{
 		case MS_EVENT_INSERT:
 			ms_sync_rows(e, rt, td, false);
+			ms_advance_sequence(e, rt, td->tg_newtable, RelationGetDescr(td->tg_relation));
 			break;
 		case MS_EVENT_UPDATE:
-			ms_sync_update(e, rt, td);
+			if (ms_sync_update(e, rt, td))
+				ms_advance_sequence(e, rt, td->tg_newtable,
+									RelationGetDescr(td->tg_relation));
 			break;
 		case MS_EVENT_DELETE:
 			ms_sync_rows(e, rt, td, true);
@@ -1029,6 +1241,13 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 				ms_end(&st);
 			}
 			break;
+	}
+	if (for_row)
+	{
+		if (rowtd.tg_oldtable)
+			tuplestore_end(rowtd.tg_oldtable);
+		if (rowtd.tg_newtable)
+			tuplestore_end(rowtd.tg_newtable);
 	}
 	return PointerGetDatum(NULL);
 }
