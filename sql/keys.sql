@@ -67,6 +67,31 @@ DELETE FROM kb.members WHERE list = 1 AND email = 'a@example.org';
 SELECT 'ka' AS side, list_id, address, role FROM ka.members
 UNION ALL SELECT 'kb', list, email, role FROM kb.members ORDER BY 2, 3, 1;
 
+-- keys given by hand move the shared sequence past them, on either side,
+-- so that the next row without an id does not get one of them again:
+-- through v2 one row, then many (the set-based path), then a key changed
+-- upwards, then through v1
+INSERT INTO kb.mailboxes VALUES (20, 'explicit@example.net');
+INSERT INTO ka.mailboxes (address) VALUES ('after-20@example.org');
+INSERT INTO kb.mailboxes SELECT g, 'many' || g || '@example.net' FROM generate_series(30, 69) g;
+INSERT INTO ka.mailboxes (address) VALUES ('after-69@example.org');
+UPDATE kb.mailboxes SET id = 100 WHERE id = 20;
+INSERT INTO kb.mailboxes (address) VALUES ('after-100@example.net');
+INSERT INTO ka.mailboxes VALUES (150, 'explicit@example.org');
+INSERT INTO kb.mailboxes (address) VALUES ('after-150@example.net');
+SELECT 'ka' AS side, * FROM ka.mailboxes WHERE address NOT LIKE 'many%'
+UNION ALL SELECT 'kb', * FROM kb.mailboxes WHERE address NOT LIKE 'many%' ORDER BY 2, 1;
+-- keys below the sequence's position leave it where it is
+INSERT INTO ka.mailboxes VALUES (25, 'gap@example.org');
+SELECT last_value FROM ka.mailboxes_id_seq;
+-- a rolled-back statement does not move it back: like nextval, the
+-- sequence only goes forward
+BEGIN;
+INSERT INTO kb.mailboxes VALUES (500, 'rolled-back@example.net');
+ROLLBACK;
+SELECT last_value FROM ka.mailboxes_id_seq;
+SELECT count(*) AS missing FROM mailsync.verify('mailboxes');
+
 -- unlink gives back the default the link replaced
 SELECT mailsync.unlink('mailboxes');
 SELECT mailsync.unlink('domains');

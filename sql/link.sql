@@ -151,6 +151,37 @@ SELECT 'v1' AS side, id, bytes AS value FROM v1.quotas
 UNION ALL SELECT 'v2', id, megabytes FROM v2.quotas ORDER BY 1, 2;
 
 --
+-- replica => true: the link also mirrors rows written where
+-- session_replication_role is replica, as logical replication's apply
+-- worker writes them, through row triggers that fire only there
+--
+CREATE TABLE v1.forwards (id integer PRIMARY KEY, target text NOT NULL);
+CREATE TABLE v2.forwards (id integer PRIMARY KEY, recipient text NOT NULL);
+SELECT mailsync.link('forwards', 'v1.forwards', 'v2.forwards', '{"id": "id", "recipient": "target"}',
+					 replica => true);
+SELECT tgrelid::regclass AS tbl, tgname, tgenabled,
+	   CASE WHEN tgtype & 1 = 1 THEN 'row' ELSE 'statement' END AS level
+FROM pg_trigger WHERE tgname LIKE 'mailsync_forwards%' ORDER BY 1, 2;
+CREATE TRIGGER log AFTER INSERT OR UPDATE OR DELETE ON v2.forwards
+	FOR EACH ROW EXECUTE FUNCTION log_write();
+ALTER TABLE v2.forwards ENABLE ALWAYS TRIGGER log;
+TRUNCATE write_log;
+-- an ordinary session: the statement triggers
+INSERT INTO v1.forwards VALUES (1, 'a@example.org'), (2, 'b@example.org');
+-- as the apply worker: the row triggers, each row written once
+SET session_replication_role = replica;
+INSERT INTO v1.forwards VALUES (3, 'c@example.org');
+UPDATE v1.forwards SET target = 'b2@example.org', id = 4 WHERE id = 2;
+DELETE FROM v1.forwards WHERE id = 1;
+RESET session_replication_role;
+SELECT * FROM writes;
+SELECT 'v1' AS side, * FROM v1.forwards UNION ALL SELECT 'v2', * FROM v2.forwards ORDER BY 1, 2;
+SELECT name, triggers_ok, problem FROM mailsync.status() WHERE name = 'forwards';
+SELECT mailsync.unlink('forwards');
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'mailsync_forwards%';
+DROP TRIGGER log ON v2.forwards;
+
+--
 -- link is all-or-nothing
 --
 CREATE TABLE v1.servers (id serial PRIMARY KEY, name text NOT NULL);

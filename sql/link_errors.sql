@@ -58,6 +58,8 @@ INSERT INTO cases (what, sql) VALUES
  $$SELECT mailsync.link('x', 'e1.t', 'e2.t', '{"id": "id"}', backfill => NULL)$$),
 ('share_sequence is NULL',
  $$SELECT mailsync.link('x', 'e1.t', 'e2.t', '{"id": "id"}', share_sequence => NULL)$$),
+('replica is NULL',
+ $$SELECT mailsync.link('x', 'e1.t', 'e2.t', '{"id": "id"}', replica => NULL)$$),
 ('link name with a space',
  $$SELECT mailsync.link('my link', 'e1.t', 'e2.t', '{"id": "id"}')$$),
 ('link name of 41 characters',
