@@ -23,7 +23,8 @@ DATA		= mailsync--$(EXTVERSION).sql
 REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid backfill verify
 
 
-ISOLATION	= concurrent_update cache_invalidation backfill_concurrent
+ISOLATION	= concurrent_update update_delete key_change insert_race upsert_race \
+			  cache_invalidation backfill_concurrent
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso --load-extension=mailsync
 
 TAP_TESTS	= 1

@@ -22,6 +22,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/errcodes.h"
@@ -41,6 +42,9 @@
  * can capture a name.
  */
 static OverrideSearchPath pinned_path = {NIL, true, false, 0};
+
+/* deadlock_timeout of a statement that is retried when it loses a deadlock */
+#define MS_DEADLOCK_TIMEOUT_MS	20
 
 /* Retries of a DDL statement that hit lock_timeout */
 #define MS_LOCK_RETRIES		8
@@ -251,7 +255,10 @@ MsSleep(long ms)
 
 /*
  * ms_try_exec_with_lock_timeout runs a statement in a subtransaction with
- * lock_timeout set to mailsync.lock_timeout.  It returns 0 when the
+ * lock_timeout set to mailsync.lock_timeout, and deadlock_timeout at most
+ * MS_DEADLOCK_TIMEOUT_MS: in a deadlock with an application's transaction
+ * the session that checks first is rolled back, and that must be this
+ * statement, which is retried, not the application's.  It returns 0 when the
  * statement ran.  It returns the SQLSTATE, with the error message in
  * *message, when the statement failed with soft_sqlstate, or could not
  * have its lock in time or was chosen as a deadlock victim while retries
@@ -278,6 +285,11 @@ ms_try_exec_with_lock_timeout(const char *sql, int nargs, Oid *argtypes,
 		(void) set_config_option("lock_timeout", MsLockTimeoutValue(),
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
+		if (DeadlockTimeout > MS_DEADLOCK_TIMEOUT_MS)
+			(void) set_config_option("deadlock_timeout",
+									 psprintf("%dms", MS_DEADLOCK_TIMEOUT_MS),
+									 PGC_SUSET, PGC_S_SESSION,
+									 GUC_ACTION_SAVE, true, 0, false);
 		MsSpiExecWithArgs(sql, nargs, argtypes, values, nulls, expected);
 		AtEOXact_GUC(true, save_nestlevel);
 		ReleaseCurrentSubTransaction();
