@@ -20,7 +20,8 @@ PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
 
 DATA		= mailsync--$(EXTVERSION).sql
 
-REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid backfill verify
+REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid backfill verify \
+			  security hostile_names lifecycle bad_inputs
 
 
 ISOLATION	= concurrent_update update_delete key_change insert_race upsert_race \

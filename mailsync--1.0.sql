@@ -6,6 +6,57 @@
 -- installer's search_path, and nothing planted there may be picked up.
 
 ------------------------------------------------------------------------
+-- The schema: CREATE EXTENSION uses a schema "mailsync" that exists
+-- already.  Whoever could create objects in it could plant an overload
+-- of a mailsync function that a superuser's call would then run, so the
+-- schema must be owned by a superuser, grant CREATE to no one else, and
+-- hold nothing yet.
+------------------------------------------------------------------------
+
+DO $check$
+DECLARE
+	nsp			pg_catalog.oid;
+	owner		pg_catalog.name;
+	creators	pg_catalog.text;
+BEGIN
+	SELECT n.oid, r.rolname INTO nsp, owner
+	FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) n.nspowner
+	WHERE n.nspname OPERATOR(pg_catalog.=) 'mailsync';
+	IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) owner) THEN
+		RAISE EXCEPTION 'schema "mailsync" is owned by role "%", who is not a superuser', owner
+			USING ERRCODE = '42501',
+				  HINT = 'Drop that schema (after checking what it holds), or make a superuser its owner, then install mailsync.';
+	END IF;
+	SELECT pg_catalog.string_agg(coalesce(r.rolname, 'PUBLIC'), ', ') INTO creators
+	FROM pg_catalog.pg_namespace n
+		 CROSS JOIN pg_catalog.aclexplode(n.nspacl) a
+		 LEFT JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) a.grantee
+	WHERE n.oid OPERATOR(pg_catalog.=) nsp AND a.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+	  AND NOT coalesce(r.rolsuper, false);
+	IF creators IS NOT NULL THEN
+		RAISE EXCEPTION 'schema "mailsync" grants CREATE to %, not a superuser', creators
+			USING ERRCODE = '42501',
+				  HINT = 'REVOKE CREATE ON SCHEMA mailsync FROM that role, then install mailsync.';
+	END IF;
+	IF EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_operator WHERE oprnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_collation WHERE collnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_conversion WHERE connamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_opfamily WHERE opfnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_ts_config WHERE cfgnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_ts_dict WHERE dictnamespace OPERATOR(pg_catalog.=) nsp)
+	   OR EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extnamespace OPERATOR(pg_catalog.=) nsp
+				  AND extname OPERATOR(pg_catalog.<>) 'mailsync') THEN
+		RAISE EXCEPTION 'schema "mailsync" already holds objects'
+			USING ERRCODE = '42P06',
+				  HINT = 'mailsync installs into a schema of its own; move or drop what is in schema mailsync first.';
+	END IF;
+END
+$check$;
+
+------------------------------------------------------------------------
 -- The link catalog
 ------------------------------------------------------------------------
 
@@ -171,6 +222,7 @@ DECLARE
 	v			record;
 	enabled		"char";
 	problems	text[];
+	context		text;
 BEGIN
 	FOR l IN SELECT * FROM mailsync.links ORDER BY links.name LOOP
 		problems := '{}';
@@ -226,7 +278,11 @@ BEGIN
 			BEGIN
 				PERFORM mailsync._check_link(l.name);
 			EXCEPTION WHEN OTHERS THEN
-				problems := problems || SQLERRM;
+				-- the message, and which mapping it is about
+				GET STACKED DIAGNOSTICS context = PG_EXCEPTION_CONTEXT;
+				context := split_part(context, E'\n', 1);
+				problems := problems || (SQLERRM ||
+					CASE WHEN context LIKE 'mapping for column %' THEN ' (' || context || ')' ELSE '' END);
 			END;
 		END IF;
 

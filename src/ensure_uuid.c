@@ -35,7 +35,10 @@
 #include "postgres.h"
 
 #include "access/genam.h"
+#include "access/relation.h"
 #include "access/table.h"
+#include "catalog/catalog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
@@ -413,6 +416,7 @@ mailsync_ensure_uuid(PG_FUNCTION_ARGS)
 	const char *fn = "mailsync.ensure_uuid";
 	MsEnsure	s;
 	Relation	rel;
+	Oid			nsp;
 	int			batch_size;
 	bool		immutable;
 	uint64		filled;
@@ -446,9 +450,10 @@ mailsync_ensure_uuid(PG_FUNCTION_ARGS)
 	if (s.col[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("column name must not be empty")));
+				 errmsg("column name must not be empty"),
+				 errhint("Name the uuid column, for example 'uuid'.")));
 
-	rel = try_table_open(s.relid, AccessShareLock);
+	rel = try_relation_open(s.relid, AccessShareLock);
 	if (rel == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
@@ -463,8 +468,16 @@ mailsync_ensure_uuid(PG_FUNCTION_ARGS)
 	if (rel->rd_rel->relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", s.display)));
-	table_close(rel, AccessShareLock);
+				 errmsg("\"%s\" is not a table", s.display),
+				 errhint("ensure_uuid works on plain tables, not views, materialized views, sequences or indexes.")));
+	nsp = RelationGetNamespace(rel);
+	if (IsCatalogNamespace(nsp) || IsToastNamespace(nsp) ||
+		nsp == get_namespace_oid("mailsync", true))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("table \"%s\" is a system table", s.display),
+				 errhint("ensure_uuid changes the application's tables, not PostgreSQL's or mailsync's own.")));
+	relation_close(rel, AccessShareLock);
 	MsCheckTableOwner(s.relid);
 
 	if (SPI_connect_ext(s.atomic ? 0 : SPI_OPT_NONATOMIC) != SPI_OK_CONNECT)

@@ -680,6 +680,16 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 }
 
 /*
+ * ms_link_error_callback names the link whose stored definition fails to
+ * compile.
+ */
+static void
+ms_link_error_callback(void *arg)
+{
+	errcontext("mailsync link \"%s\"", (const char *) arg);
+}
+
+/*
  * MsLoadLink reads a link from mailsync.links and compiles it.  The caller
  * has connected to SPI and pushed the pinned search path; the tables stay
  * locked (AccessShareLock) to the end of the transaction.  The result is
@@ -701,6 +711,7 @@ MsLoadLink(const char *name, bool from_trigger)
 	Oid			shared_seq;
 	bool		replica;
 	MsLinkDef  *def;
+	ErrorContextCallback errcb;
 
 	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, columns, key, direction, "
 					  "shared_sequence::pg_catalog.oid, replica "
@@ -743,7 +754,17 @@ MsLoadLink(const char *name, bool from_trigger)
 						name, legacy == NULL ? "legacy" : "current",
 						legacy == NULL ? rels[0] : rels[1]),
 				 errhint("Run mailsync.unlink('%s').", name)));
+	/* a trigger names the link in its own context */
+	if (!from_trigger)
+	{
+		errcb.callback = ms_link_error_callback;
+		errcb.arg = (void *) name;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
+	}
 	def = MsCompileLink(name, legacy, current, columns, key, direction);
+	if (!from_trigger)
+		error_context_stack = errcb.previous;
 	def->shared_seq = shared_seq;
 	def->replica = replica;
 	table_close(legacy, NoLock);

@@ -110,6 +110,7 @@ typedef struct MsRuntime
 	bool	   *key_byval;
 	Oid			dst_relid;
 	Oid			dst_owner;
+	char	   *dst_display;	/* the target's name, for messages */
 	MsDirectPlan *direct;		/* set when rows are written directly */
 	bool		own_capture;	/* only the link's triggers capture the target */
 	Oid			trigger_fn;		/* the function of the link's triggers */
@@ -500,6 +501,7 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 
 	rt->dst_relid = RelationGetRelid(dst);
 	rt->dst_owner = dst->rd_rel->relowner;
+	rt->dst_display = MsRelDisplayName(rt->dst_relid);
 	rt->direct = MsDirectEligible(dst, link, trigger_fn, false) ?
 		MsDirectPlanBuild(d) : NULL;
 	rt->own_capture = MsDirectEligible(dst, link, trigger_fn, true);
@@ -855,7 +857,22 @@ typedef struct MsExecState
 	Oid			save_userid;
 	int			save_sec;
 	bool		spi;
+	ErrorContextCallback errcb;
+	const char *link;
+	const char *target;
 } MsExecState;
+
+/*
+ * ms_write_error_callback names the link and the table it was writing
+ * when the mirrored write fails (a constraint, a value that does not fit).
+ */
+static void
+ms_write_error_callback(void *arg)
+{
+	MsExecState *st = (MsExecState *) arg;
+
+	errcontext("mailsync link \"%s\", writing table \"%s\"", st->link, st->target);
+}
 
 /*
  * ms_begin prepares to write the other table of a link: the link silenced,
@@ -867,6 +884,12 @@ static void
 ms_begin(MsLinkEntry *e, MsRuntime *rt, MsExecState *st, bool spi)
 {
 	ms_guard_push(e);
+	st->link = e->name;
+	st->target = rt->dst_display;
+	st->errcb.callback = ms_write_error_callback;
+	st->errcb.arg = st;
+	st->errcb.previous = error_context_stack;
+	error_context_stack = &st->errcb;
 	GetUserIdAndSecContext(&st->save_userid, &st->save_sec);
 	SetUserIdAndSecContext(rt->dst_owner, st->save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_NOFORCE_RLS);
@@ -883,6 +906,7 @@ ms_end(MsExecState *st)
 		SPI_finish();
 	MsPopPinnedPath();
 	SetUserIdAndSecContext(st->save_userid, st->save_sec);
+	error_context_stack = st->errcb.previous;
 	ms_guard_pop();
 }
 

@@ -24,8 +24,10 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/rls.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -48,6 +50,40 @@ ms_open_link(FunctionCallInfo fcinfo)
 		elog(ERROR, "SPI_connect failed");
 	MsPushPinnedPath();
 	return MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+}
+
+/*
+ * ms_check_reads_all refuses to compare a link's tables when the caller
+ * could not read every row of both: without SELECT the comparison would
+ * fail half-way, and under row security it would compare, and record, a
+ * part of the rows as if it were all of them.
+ */
+static void
+ms_check_reads_all(const MsLinkDef *def)
+{
+	Oid			rels[2] = {def->legacy, def->current};
+	Oid			user = GetUserId();
+
+	for (int i = 0; i < 2; i++)
+	{
+		if (pg_class_aclcheck(rels[i], user, ACL_SELECT) != ACLCHECK_OK &&
+			pg_attribute_aclcheck_all(rels[i], user, ACL_SELECT, ACLMASK_ALL) != ACLCHECK_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to compare link \"%s\": role \"%s\" may not read table \"%s\"",
+							def->name, GetUserNameFromId(user, false),
+							MsRelDisplayName(rels[i])),
+					 errhint("GRANT SELECT ON %s TO the role, or run it as the owner of the table.",
+							 MsQualifiedRelName(rels[i]))));
+		if (check_enable_rls(rels[i], InvalidOid, true) == RLS_ENABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("row-level security of table \"%s\" hides rows from role \"%s\"",
+							MsRelDisplayName(rels[i]), GetUserNameFromId(user, false)),
+					 errdetail("Link \"%s\" would be compared on the rows the role may see only.",
+							   def->name),
+					 errhint("Run it as a role with BYPASSRLS, or as the table's owner where row security is not forced.")));
+	}
 }
 
 static void
@@ -224,6 +260,7 @@ mailsync_verify(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.verify");
 	InitMaterializedSRF(fcinfo, 0);
 	def = ms_open_link(fcinfo);
+	ms_check_reads_all(def);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	MsSpiExec(ms_sql_verify(&def->dir[side], side), SPI_OK_SELECT);
@@ -276,6 +313,7 @@ mailsync_verify_summary(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	def = ms_open_link(fcinfo);
+	ms_check_reads_all(def);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	initStringInfo(&sql);
@@ -322,6 +360,7 @@ mailsync_repair(PG_FUNCTION_ARGS)
 	def = ms_open_link(fcinfo);
 	MsCheckTableOwner(def->legacy);
 	MsCheckTableOwner(def->current);
+	ms_check_reads_all(def);
 	side = ms_direction_for(def, fcinfo, 1, true);
 
 	MsGuardPush(def->name);
