@@ -142,6 +142,17 @@ sub run_quiet
 	return;
 }
 
+# every link of the restored database, as status() sees it: no problem
+sub status_clean
+{
+	my ($db, $what) = @_;
+	is($node->safe_psql($db, q{
+		SELECT string_agg(name || ':' || triggers_ok || ':' || coalesce(problem, 'none'), ' ' ORDER BY name)
+		FROM mailsync.status()}),
+		'aliases:true:none domains:true:none mailboxes:true:none quota:true:none', $what);
+	return;
+}
+
 $node->safe_psql('postgres', 'CREATE DATABASE restored_custom');
 run_quiet([ 'pg_restore', '--exit-on-error', '-d', $node->connstr('restored_custom'), "$dumpdir/mail.dump" ],
 	'pg_restore of the custom dump');
@@ -158,11 +169,7 @@ for my $db (qw(restored_custom restored_plain))
 	}
 	is($node->safe_psql($db, $trigger_count_sql), $expected_triggers,
 		"$db: each sync trigger exactly once, on the tables each link syncs from");
-	is($node->safe_psql($db, q{
-		SELECT string_agg(name || ':' || triggers_ok || ':' || coalesce(problem, 'none'), ' ' ORDER BY name)
-		FROM mailsync.status()}),
-		'aliases:true:none domains:true:none mailboxes:true:none quota:true:none',
-		"$db: status() finds no problem");
+	status_clean($db, "$db: status() finds no problem");
 	is($node->safe_psql($db, q{
 		SELECT coalesce(string_agg(l.name || ' ' || v::text, E'\n'), 'none')
 		FROM mailsync.links l, mailsync.verify(l.name) v}),
@@ -230,11 +237,7 @@ for my $db (qw(restored_custom restored_plain))
 		qq(aliases {"id": 200} missing in legacy {"source": "v2only\@b.example", "enabled": true, "recipients": ["z\@a.example"]}\n)
 		. qq(quota {"username": "user2\@a.example"} differs {"messages": 99} {"messages": 2}),
 		"$db: after the writes verify finds only the rows written against a one-way link");
-	is($node->safe_psql($db, q{
-		SELECT string_agg(name || ':' || triggers_ok || ':' || coalesce(problem, 'none'), ' ' ORDER BY name)
-		FROM mailsync.status()}),
-		'aliases:true:none domains:true:none mailboxes:true:none quota:true:none',
-		"$db: status() still finds no problem");
+	status_clean($db, "$db: status() still finds no problem");
 
 	# unlink works on a restored link: triggers gone, the key default
 	# given back
