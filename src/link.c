@@ -345,6 +345,16 @@ ms_backfill(MsLinkDef *def)
 }
 
 /*
+ * ms_link_error_callback names the link whose stored definition fails to
+ * compile.
+ */
+static void
+ms_link_error_callback(void *arg)
+{
+	errcontext("mailsync link \"%s\"", (const char *) arg);
+}
+
+/*
  * ms_create_triggers puts the sync triggers on every table the link syncs
  * from: one per event, INSERT, UPDATE and DELETE with transition tables.
  * A replica link also fires where logical replication applies rows: the
@@ -531,7 +541,16 @@ mailsync_link(PG_FUNCTION_ARGS)
 	if (share_sequence)
 		shared = ms_share_key_sequence(def);
 	if (backfill)
+	{
+		ErrorContextCallback errcb;
+
+		errcb.callback = ms_link_error_callback;
+		errcb.arg = (void *) name;
+		errcb.previous = error_context_stack;
+		error_context_stack = &errcb;
 		ms_backfill(def);
+		error_context_stack = errcb.previous;
+	}
 	ms_create_triggers(def);
 	ms_insert_catalog_row(def, shared);
 
@@ -677,16 +696,6 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	MsPopPinnedPath();
 	SPI_finish();
 	PG_RETURN_VOID();
-}
-
-/*
- * ms_link_error_callback names the link whose stored definition fails to
- * compile.
- */
-static void
-ms_link_error_callback(void *arg)
-{
-	errcontext("mailsync link \"%s\"", (const char *) arg);
 }
 
 /*
