@@ -345,13 +345,32 @@ ms_backfill(MsLinkDef *def)
 }
 
 /*
- * ms_link_error_callback names the link whose stored definition fails to
- * compile.
+ * ms_link_error_callback names the link an error is about: a stored
+ * definition that no longer compiles, a copy that fails.
  */
 static void
 ms_link_error_callback(void *arg)
 {
 	errcontext("mailsync link \"%s\"", (const char *) arg);
+}
+
+/*
+ * MsPushLinkContext makes errors raised until MsPopLinkContext name the
+ * link; an error unwinds the context stack by itself.
+ */
+void
+MsPushLinkContext(ErrorContextCallback *cb, const char *link)
+{
+	cb->callback = ms_link_error_callback;
+	cb->arg = (void *) link;
+	cb->previous = error_context_stack;
+	error_context_stack = cb;
+}
+
+void
+MsPopLinkContext(ErrorContextCallback *cb)
+{
+	error_context_stack = cb->previous;
 }
 
 /*
@@ -544,12 +563,9 @@ mailsync_link(PG_FUNCTION_ARGS)
 	{
 		ErrorContextCallback errcb;
 
-		errcb.callback = ms_link_error_callback;
-		errcb.arg = (void *) name;
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
+		MsPushLinkContext(&errcb, name);
 		ms_backfill(def);
-		error_context_stack = errcb.previous;
+		MsPopLinkContext(&errcb);
 	}
 	ms_create_triggers(def);
 	ms_insert_catalog_row(def, shared);
@@ -765,15 +781,10 @@ MsLoadLink(const char *name, bool from_trigger)
 				 errhint("Run mailsync.unlink('%s').", name)));
 	/* a trigger names the link in its own context */
 	if (!from_trigger)
-	{
-		errcb.callback = ms_link_error_callback;
-		errcb.arg = (void *) name;
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
-	}
+		MsPushLinkContext(&errcb, name);
 	def = MsCompileLink(name, legacy, current, columns, key, direction);
 	if (!from_trigger)
-		error_context_stack = errcb.previous;
+		MsPopLinkContext(&errcb);
 	def->shared_seq = shared_seq;
 	def->replica = replica;
 	table_close(legacy, NoLock);

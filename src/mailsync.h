@@ -193,6 +193,8 @@ extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
 
 /* link.c */
 extern MsLinkDef *MsLoadLink(const char *name, bool from_trigger);
+extern void MsPushLinkContext(ErrorContextCallback *cb, const char *link);
+extern void MsPopLinkContext(ErrorContextCallback *cb);
 
 /* sqlgen.c */
 extern char *MsTableSourceClause(const MsDirection *d);

@@ -743,16 +743,6 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 }
 
 /*
- * ms_build_error_callback names the link whose definition failed to
- * compile, so that a broken link fails loudly and says which.
- */
-static void
-ms_build_error_callback(void *arg)
-{
-	errcontext("mailsync link \"%s\"", (const char *) arg);
-}
-
-/*
  * ms_fill_params copies the source columns of a row into the parameters.
  */
 static inline void
@@ -1195,12 +1185,10 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	{
 		ErrorContextCallback errcb;
 
-		errcb.callback = ms_build_error_callback;
-		errcb.arg = e->name;
-		errcb.previous = error_context_stack;
-		error_context_stack = &errcb;
+		/* a broken link fails loudly and says which */
+		MsPushLinkContext(&errcb, e->name);
 		ms_entry_build(e, fcinfo->flinfo->fn_oid);
-		error_context_stack = errcb.previous;
+		MsPopLinkContext(&errcb);
 	}
 
 	def = e->def;

@@ -40,19 +40,6 @@ PG_FUNCTION_INFO_V1(mailsync_repair);
 static const char *const side_word[2] = {"legacy", "current"};
 
 /*
- * ms_open_link connects to SPI, pins the search path and loads the link
- * named by the first argument; ms_close_link undoes the first two.
- */
-static MsLinkDef *
-ms_open_link(FunctionCallInfo fcinfo)
-{
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	MsPushPinnedPath();
-	return MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
-}
-
-/*
  * ms_check_reads_all refuses to compare a link's tables when the caller
  * could not read every row of both: without SELECT the comparison would
  * fail half-way, and under row security it would compare, and record, a
@@ -84,6 +71,30 @@ ms_check_reads_all(const MsLinkDef *def)
 							   def->name),
 					 errhint("Run it as a role with BYPASSRLS, or as the table's owner where row security is not forced.")));
 	}
+}
+
+/*
+ * ms_open_link connects to SPI, pins the search path and loads the link
+ * named by the first argument; ms_close_link undoes the first two.  The
+ * caller must be able to read every row of both tables, and with
+ * need_owner must own both.
+ */
+static MsLinkDef *
+ms_open_link(FunctionCallInfo fcinfo, bool need_owner)
+{
+	MsLinkDef  *def;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	MsPushPinnedPath();
+	def = MsLoadLink(text_to_cstring(PG_GETARG_TEXT_PP(0)), false);
+	if (need_owner)
+	{
+		MsCheckTableOwner(def->legacy);
+		MsCheckTableOwner(def->current);
+	}
+	ms_check_reads_all(def);
+	return def;
 }
 
 static void
@@ -259,8 +270,7 @@ mailsync_verify(PG_FUNCTION_ARGS)
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.verify");
 	InitMaterializedSRF(fcinfo, 0);
-	def = ms_open_link(fcinfo);
-	ms_check_reads_all(def);
+	def = ms_open_link(fcinfo, false);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	MsSpiExec(ms_sql_verify(&def->dir[side], side), SPI_OK_SELECT);
@@ -312,8 +322,7 @@ mailsync_verify_summary(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.verify_summary");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	def = ms_open_link(fcinfo);
-	ms_check_reads_all(def);
+	def = ms_open_link(fcinfo, false);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
 	initStringInfo(&sql);
@@ -357,10 +366,7 @@ mailsync_repair(PG_FUNCTION_ARGS)
 	MsCheckNotNullArg(fcinfo, 1, "source", "mailsync.repair");
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	def = ms_open_link(fcinfo);
-	MsCheckTableOwner(def->legacy);
-	MsCheckTableOwner(def->current);
-	ms_check_reads_all(def);
+	def = ms_open_link(fcinfo, true);
 	side = ms_direction_for(def, fcinfo, 1, true);
 
 	MsGuardPush(def->name);
