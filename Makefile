@@ -15,7 +15,8 @@ OBJS		= mailsync.o \
 			  src/backfill.o \
 			  src/verify.o \
 			  src/uuid.o \
-			  src/ensure_uuid.o
+			  src/ensure_uuid.o \
+			  src/shape.o
 PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
 
 DATA		= mailsync--$(EXTVERSION).sql

@@ -197,6 +197,337 @@ LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION mailsync._check_link(text) IS
 	'Internal: raise the first problem of a link''s stored definition';
 
+------------------------------------------------------------------------
+-- Shapes: what the statements of list and document links call.  They
+-- read only their arguments; the link's options are passed as "cfg", the
+-- normalised form _doc_config returns.
+------------------------------------------------------------------------
+
+CREATE FUNCTION mailsync._list_elements(list text, sep text, OUT elem text, OUT ord bigint)
+RETURNS SETOF record
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT s.e, min(s.o)
+	FROM (SELECT btrim(u.x, E' \t\r\n') AS e, u.o
+		  FROM unnest(string_to_array(list, sep)) WITH ORDINALITY AS u(x, o)) AS s
+	WHERE s.e <> ''
+	GROUP BY s.e
+$$;
+
+COMMENT ON FUNCTION mailsync._list_elements(text, text) IS
+	'Internal: the elements of a delimited list, trimmed, non-empty, each once, with the position of its first occurrence';
+
+CREATE FUNCTION mailsync._list_merge(list text, sep text, elems text[])
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	WITH cur AS (SELECT c.elem, c.ord FROM mailsync._list_elements(list, sep) AS c),
+		 want AS (SELECT w.e, min(w.o) AS o
+				  FROM (SELECT btrim(u.x, E' \t\r\n') AS e, u.o FROM unnest(elems) WITH ORDINALITY AS u(x, o)) AS w
+				  WHERE w.e <> '' GROUP BY w.e)
+	SELECT CASE
+		WHEN (SELECT count(*) FROM cur) = (SELECT count(*) FROM want)
+			 AND NOT EXISTS (SELECT FROM want WHERE NOT EXISTS (SELECT FROM cur WHERE cur.elem = want.e))
+		THEN list
+		ELSE (SELECT coalesce(string_agg(x.e, sep ORDER BY x.k1, x.k2), '')
+			  FROM (SELECT cur.elem AS e, 0 AS k1, cur.ord AS k2 FROM cur
+					WHERE EXISTS (SELECT FROM want WHERE want.e = cur.elem)
+					UNION ALL
+					SELECT want.e, 1, want.o FROM want
+					WHERE NOT EXISTS (SELECT FROM cur WHERE cur.elem = want.e)) AS x)
+	END
+$$;
+
+COMMENT ON FUNCTION mailsync._list_merge(text, text, text[]) IS
+	'Internal: a list rewritten to hold exactly elems; kept elements stay in place, new ones follow; unchanged when it holds them already';
+
+-- Document options, checked and completed: separator, case, booleans,
+-- apps, keys, values, legacy_only, current_only; the maps reversed.
+CREATE FUNCTION mailsync._doc_config(options pg_catalog.jsonb)
+RETURNS pg_catalog.jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	k	text;
+	v	jsonb;
+	cfg	jsonb;
+	back jsonb;
+BEGIN
+	FOR k IN SELECT jsonb_object_keys(options) LOOP
+		IF k NOT IN ('name', 'value', 'separator', 'case', 'booleans', 'apps', 'keys',
+					 'values', 'legacy_only', 'current_only') THEN
+			RAISE EXCEPTION 'document mapping has unknown option "%"', k
+				USING ERRCODE = '22023',
+					  HINT = 'The options are name, value, separator, case, booleans, apps, keys, values, legacy_only and current_only.';
+		END IF;
+	END LOOP;
+	cfg := jsonb_build_object(
+		'separator', coalesce(options->'separator', '"."'),
+		'case', coalesce(options->'case', '"upper"'),
+		'booleans', coalesce(options->'booleans', '["yes", "no"]'),
+		'apps', coalesce(options->'apps', '{}'),
+		'keys', coalesce(options->'keys', '{}'),
+		'values', coalesce(options->'values', '{}'),
+		'legacy_only', coalesce(options->'legacy_only', '[]'),
+		'current_only', coalesce(options->'current_only', '[]'));
+	IF jsonb_typeof(cfg->'separator') <> 'string' OR cfg->>'separator' = '' THEN
+		RAISE EXCEPTION 'document option "separator" must be a non-empty string, not %', cfg->'separator'
+			USING ERRCODE = '22023', HINT = 'It separates the application from the key in a legacy name, as "." in core.ITEMS_PER_PAGE.';
+	END IF;
+	IF cfg->>'case' IS NULL OR cfg->>'case' NOT IN ('upper', 'same') THEN
+		RAISE EXCEPTION 'document option "case" must be "upper" or "same", not %', cfg->'case'
+			USING ERRCODE = '22023', HINT = '"upper": legacy keys are upper case, document keys lower case; "same": both alike.';
+	END IF;
+	IF jsonb_typeof(cfg->'booleans') <> 'array' OR jsonb_array_length(cfg->'booleans') <> 2
+	   OR jsonb_typeof(cfg->'booleans'->0) <> 'string' OR jsonb_typeof(cfg->'booleans'->1) <> 'string'
+	   OR cfg->'booleans'->0 = cfg->'booleans'->1 THEN
+		RAISE EXCEPTION 'document option "booleans" must be two different strings, not %', cfg->'booleans'
+			USING ERRCODE = '22023', HINT = 'Write the legacy spelling of true, then of false: ["yes", "no"].';
+	END IF;
+	FOREACH k IN ARRAY ARRAY['apps', 'keys', 'values'] LOOP
+		IF jsonb_typeof(cfg->k) <> 'object' THEN
+			RAISE EXCEPTION 'document option "%" must be a JSON object', k
+				USING ERRCODE = '22023', HINT = 'Write "' || k || '": {"legacy": "current", ...}.';
+		END IF;
+	END LOOP;
+	FOREACH k IN ARRAY ARRAY['legacy_only', 'current_only'] LOOP
+		IF jsonb_typeof(cfg->k) <> 'array'
+		   OR EXISTS (SELECT FROM jsonb_array_elements(cfg->k) e WHERE jsonb_typeof(e) <> 'string') THEN
+			RAISE EXCEPTION 'document option "%" must be an array of names', k
+				USING ERRCODE = '22023', HINT = 'Write "' || k || '": ["app.NAME", "app.*"].';
+		END IF;
+	END LOOP;
+	-- renames go one to one, and both ways
+	SELECT e.key INTO k FROM jsonb_each(cfg->'apps') e
+	WHERE jsonb_typeof(e.value) <> 'string' OR e.value->>0 = '' LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'document option "apps" renames application "%" to something that is not a name', k
+			USING ERRCODE = '22023', HINT = 'Write "apps": {"legacy_app": "current_app"}.';
+	END IF;
+	SELECT e.value #>> '{}' INTO k FROM jsonb_each(cfg->'apps') e
+	GROUP BY e.value #>> '{}' HAVING count(*) > 1 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'document option "apps" renames two applications to "%"', k
+			USING ERRCODE = '22023', HINT = 'Each current application comes from one legacy application.';
+	END IF;
+	SELECT e.key INTO k FROM jsonb_each(cfg->'keys') e
+	WHERE jsonb_typeof(e.value) <> 'string' OR strpos(e.value #>> '{}', '.') < 2
+	   OR strpos(e.key, cfg->>'separator') < 2 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'document option "keys" has an entry for "%" that is not "legacy_app<separator>KEY": "app.key"', k
+			USING ERRCODE = '22023', HINT = 'Write "keys": {"admin.OLD_NAME": "core.new_name"}: full names on both sides.';
+	END IF;
+	SELECT e.value #>> '{}' INTO k FROM jsonb_each(cfg->'keys') e
+	GROUP BY e.value #>> '{}' HAVING count(*) > 1 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'document option "keys" renames two settings to "%"', k
+			USING ERRCODE = '22023', HINT = 'Each document key comes from one legacy setting.';
+	END IF;
+	FOR k, v IN SELECT e.key, e.value FROM jsonb_each(cfg->'values') e LOOP
+		IF jsonb_typeof(v) <> 'object' THEN
+			RAISE EXCEPTION 'document option "values" for setting "%" must be a JSON object', k
+				USING ERRCODE = '22023', HINT = 'Write "values": {"app.NAME": {"legacy text": <JSON value>}}.';
+		END IF;
+		IF EXISTS (SELECT FROM jsonb_each(v) e GROUP BY e.value HAVING count(*) > 1) THEN
+			RAISE EXCEPTION 'document option "values" for setting "%" maps two legacy values to one JSON value', k
+				USING ERRCODE = '22023', HINT = 'A value map must pair values one to one, so that each finds its way back.';
+		END IF;
+	END LOOP;
+	SELECT coalesce(jsonb_object_agg(e.value #>> '{}', e.key), '{}') INTO back FROM jsonb_each(cfg->'apps') e;
+	cfg := cfg || jsonb_build_object('apps_back', back);
+	SELECT coalesce(jsonb_object_agg(e.value #>> '{}', e.key), '{}') INTO back FROM jsonb_each(cfg->'keys') e;
+	RETURN cfg || jsonb_build_object('keys_back', back);
+END
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_config(pg_catalog.jsonb) IS
+	'Internal: check a document mapping''s options and complete them with defaults and reverse maps';
+
+-- Where a legacy name goes, and which legacy name a path comes from, by
+-- the rules alone; _doc_path and _doc_name keep only the pairs that go
+-- both ways, so that a name and a path always map to each other.
+CREATE FUNCTION mailsync._doc_path_raw(cfg pg_catalog.jsonb, name text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN cfg->'keys' ? name
+			THEN ARRAY[split_part(cfg->'keys'->>name, '.', 1),
+					   substr(cfg->'keys'->>name, strpos(cfg->'keys'->>name, '.') + 1)]
+		WHEN strpos(name, cfg->>'separator') < 2 THEN NULL
+		WHEN cfg->'legacy_only' ? name OR cfg->'legacy_only' ? (x.app || (cfg->>'separator') || '*') THEN NULL
+		ELSE ARRAY[coalesce(cfg->'apps'->>x.app, x.app),
+				   CASE WHEN cfg->>'case' = 'upper' THEN lower(x.key) ELSE x.key END]
+	END
+	FROM (SELECT split_part(name, cfg->>'separator', 1) AS app,
+				 substr(name, strpos(name, cfg->>'separator') + length(cfg->>'separator')) AS key) AS x
+$$;
+
+CREATE FUNCTION mailsync._doc_name_raw(cfg pg_catalog.jsonb, app text, key text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN cfg->'keys_back' ? (app || '.' || key) THEN cfg->'keys_back'->>(app || '.' || key)
+		WHEN cfg->'current_only' ? (app || '.' || key) OR cfg->'current_only' ? (app || '.*') THEN NULL
+		ELSE coalesce(cfg->'apps_back'->>app, app) || (cfg->>'separator')
+			 || CASE WHEN cfg->>'case' = 'upper' THEN upper(key) ELSE key END
+	END
+$$;
+
+CREATE FUNCTION mailsync._doc_path(cfg pg_catalog.jsonb, name text)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT p FROM (SELECT mailsync._doc_path_raw(cfg, name) AS p) AS x
+	WHERE mailsync._doc_name_raw(cfg, x.p[1], x.p[2]) = name
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_path(pg_catalog.jsonb, text) IS
+	'Internal: the document path {app,key} of a legacy setting name, NULL when the setting is not synced';
+
+CREATE FUNCTION mailsync._doc_name(cfg pg_catalog.jsonb, app text, key text)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT n FROM (SELECT mailsync._doc_name_raw(cfg, app, key) AS n) AS x
+	WHERE mailsync._doc_path_raw(cfg, x.n) = ARRAY[app, key]
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_name(pg_catalog.jsonb, text, text) IS
+	'Internal: the legacy setting name of a document entry, NULL when the entry is not synced';
+
+CREATE FUNCTION mailsync._doc_decode(cfg pg_catalog.jsonb, name text, value text)
+RETURNS pg_catalog.jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN value IS NULL THEN 'null'::jsonb
+		WHEN cfg->'values'->name ? value THEN cfg->'values'->name->value
+		WHEN value = cfg->'booleans'->>0 THEN 'true'::jsonb
+		WHEN value = cfg->'booleans'->>1 THEN 'false'::jsonb
+		WHEN value ~ '^-?(0|[1-9][0-9]{0,17})$' THEN to_jsonb(value::numeric)
+		ELSE to_jsonb(value)
+	END
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_decode(pg_catalog.jsonb, text, text) IS
+	'Internal: the JSON value of a legacy setting''s text: its value map, a boolean, an integer, else a string';
+
+CREATE FUNCTION mailsync._doc_encode(cfg pg_catalog.jsonb, name text, value pg_catalog.jsonb)
+RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN m.legacy IS NOT NULL THEN m.legacy
+		WHEN value IS NULL OR jsonb_typeof(value) = 'null' THEN NULL
+		WHEN jsonb_typeof(value) = 'boolean'
+			THEN cfg->'booleans'->>(CASE WHEN value = 'true'::jsonb THEN 0 ELSE 1 END)
+		WHEN jsonb_typeof(value) = 'string' THEN value #>> '{}'
+		ELSE value::text
+	END
+	FROM (SELECT (SELECT e.key FROM jsonb_each(cfg->'values'->name) AS e
+				  WHERE e.value = $3 LIMIT 1) AS legacy) AS m
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_encode(pg_catalog.jsonb, text, pg_catalog.jsonb) IS
+	'Internal: the legacy text of a document value: its value map, the legacy booleans, numbers and strings as text';
+
+CREATE FUNCTION mailsync._doc_flatten(cfg pg_catalog.jsonb, doc pg_catalog.jsonb,
+									  OUT name text, OUT value text, OUT raw pg_catalog.jsonb)
+RETURNS SETOF record
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT n.name, mailsync._doc_encode(cfg, n.name, k.value), k.value
+	FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object' THEN doc ELSE '{}' END) AS a
+		 CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(a.value) = 'object' THEN a.value ELSE '{}' END) AS k
+		 CROSS JOIN LATERAL (SELECT mailsync._doc_name(cfg, a.key, k.key) AS name) AS n
+	WHERE n.name IS NOT NULL
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_flatten(pg_catalog.jsonb, pg_catalog.jsonb) IS
+	'Internal: the synced entries of a document as legacy rows: name, value as text, and the JSON value';
+
+CREATE FUNCTION mailsync._doc_patch(cfg pg_catalog.jsonb, doc pg_catalog.jsonb, sets pg_catalog.jsonb, dels text[])
+RETURNS pg_catalog.jsonb
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+	result	jsonb := CASE WHEN jsonb_typeof(doc) = 'object' THEN doc ELSE '{}' END;
+	p		text[];
+	r		record;
+	changed	boolean := false;
+BEGIN
+	FOR r IN SELECT d.n FROM unnest(dels) AS d(n) LOOP
+		p := mailsync._doc_path(cfg, r.n);
+		IF p IS NOT NULL AND result #> p IS NOT NULL THEN
+			result := result #- p;
+			changed := true;
+		END IF;
+	END LOOP;
+	FOR r IN SELECT e.key AS n, e.value AS v FROM jsonb_each_text(coalesce(sets, '{}')) AS e LOOP
+		p := mailsync._doc_path(cfg, r.n);
+		CONTINUE WHEN p IS NULL;
+		IF jsonb_typeof(result->p[1]) IS DISTINCT FROM 'object' THEN
+			result := jsonb_set(result, p[1:1], '{}');
+		END IF;
+		result := jsonb_set(result, p, mailsync._doc_decode(cfg, r.n, r.v));
+		changed := true;
+	END LOOP;
+	RETURN CASE WHEN changed THEN result ELSE doc END;
+END
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_patch(pg_catalog.jsonb, pg_catalog.jsonb, pg_catalog.jsonb, text[]) IS
+	'Internal: a document with the legacy settings in sets (name -> text) set and those in dels removed';
+
+CREATE FUNCTION mailsync._doc_strip(cfg pg_catalog.jsonb, doc pg_catalog.jsonb)
+RETURNS pg_catalog.jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE
+		WHEN doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN doc
+		ELSE coalesce((SELECT jsonb_object_agg(a.key, CASE
+							WHEN jsonb_typeof(a.value) = 'object'
+							THEN (SELECT coalesce(jsonb_object_agg(k.key, k.value), '{}')
+								  FROM jsonb_each(a.value) AS k
+								  WHERE mailsync._doc_name(cfg, a.key, k.key) IS NULL)
+							ELSE a.value END)
+					   FROM jsonb_each(doc) AS a), '{}')
+	END
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_strip(pg_catalog.jsonb, pg_catalog.jsonb) IS
+	'Internal: a document without its synced entries';
+
+CREATE FUNCTION mailsync._doc_merge(doc pg_catalog.jsonb, other pg_catalog.jsonb)
+RETURNS pg_catalog.jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+	SELECT CASE WHEN jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN other
+		ELSE doc || coalesce((SELECT jsonb_object_agg(o.key, CASE
+							WHEN jsonb_typeof(doc->o.key) = 'object' AND jsonb_typeof(o.value) = 'object'
+							THEN (doc->o.key) || o.value ELSE o.value END)
+					   FROM jsonb_each(other) AS o), '{}')
+	END
+$$;
+
+COMMENT ON FUNCTION mailsync._doc_merge(pg_catalog.jsonb, pg_catalog.jsonb) IS
+	'Internal: a document with the applications of other merged in, key by key';
+
 CREATE FUNCTION mailsync.status()
 RETURNS TABLE (
 	name				text,
@@ -237,7 +568,12 @@ BEGIN
 		-- in ordinary sessions, R only where logical replication applies
 		-- rows, A in both
 		FOR t IN
-			SELECT s.role, s.tbl, 'mailsync_' || l.name || n.suffix AS tgname,
+			SELECT s.role, s.tbl,
+				   -- a list or document link's triggers fire after a rows link's
+				   CASE WHEN EXISTS (SELECT FROM jsonb_each(l.columns) AS m
+									 WHERE jsonb_typeof(m.value) = 'object'
+									   AND (m.value ? 'list' OR m.value ? 'document'))
+						THEN 'mailsync~' ELSE 'mailsync_' END || l.name || n.suffix AS tgname,
 				   CASE WHEN n.apply THEN 'R'
 						WHEN l.replica AND n.suffix = '_truncate' THEN 'A'
 						ELSE 'O' END AS want

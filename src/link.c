@@ -244,6 +244,109 @@ ms_share_key_sequence(MsLinkDef *def)
 }
 
 /*
+ * ms_link_columns returns the non-key columns a link writes (or, with
+ * read, those it reads), as "relid/column" strings.  Key columns are
+ * shared by design.
+ */
+static List *
+ms_link_columns(const MsLinkDef *def, bool read)
+{
+	List	   *cols = NIL;
+
+	for (int side = MS_UP; side <= MS_DOWN; side++)
+	{
+		const MsDirection *d = &def->dir[side];
+		Oid			relid = read ? d->src_relid : d->dst_relid;
+		bool		on_legacy = (side == MS_UP) == read;
+
+		if (!d->enabled)
+			continue;
+		if (def->shape)
+		{
+			const MsShape *sh = def->shape;
+
+			cols = lappend(cols, psprintf("%u/%s", relid,
+										  on_legacy ? sh->legacy_column : sh->column));
+			if (on_legacy && sh->value_column)
+				cols = lappend(cols, psprintf("%u/%s", relid, sh->value_column));
+		}
+		else if (read)
+		{
+			int			x = -1;
+
+			while ((x = bms_next_member(d->src_attrs, x)) >= 0)
+				cols = lappend(cols, psprintf("%u/%s", relid, get_attname(relid, x, false)));
+		}
+		else
+			for (int t = 0; t < d->ntargets; t++)
+				if (!d->targets[t].is_key)
+					cols = lappend(cols, psprintf("%u/%s", relid, d->targets[t].column));
+	}
+	return cols;
+}
+
+static bool
+ms_has_column(List *cols, const char *col)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+		if (strcmp((char *) lfirst(lc), col) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * ms_check_shared_columns refuses a link that would write a column that
+ * another link writes too, unless both links also read it: then each
+ * passes the other's writes on (a chain or a star of links), and the
+ * value stays one.  Two links that only write one column would overwrite
+ * each other with values from different tables.
+ */
+static void
+ms_check_shared_columns(const MsLinkDef *def)
+{
+	Oid			argtypes[2] = {REGCLASSOID, REGCLASSOID};
+	Datum		args[2] = {ObjectIdGetDatum(def->legacy), ObjectIdGetDatum(def->current)};
+	List	   *mine = ms_link_columns(def, false);
+	List	   *mine_read = ms_link_columns(def, true);
+	List	   *others = NIL;
+	ListCell   *lc;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	MsSpiExecWithArgs("SELECT name FROM mailsync.links WHERE legacy IN ($1, $2) OR current IN ($1, $2) ORDER BY name",
+					  2, argtypes, args, NULL, SPI_OK_SELECT);
+	MemoryContextSwitchTo(cxt);
+	for (uint64 r = 0; r < SPI_processed; r++)
+		others = lappend(others, SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1));
+	foreach(lc, others)
+	{
+		char	   *other = (char *) lfirst(lc);
+		MsLinkDef  *odef = MsLoadLink(other, false);
+		List	   *other_read;
+		ListCell   *a;
+
+		MemoryContextSwitchTo(cxt);
+		other_read = ms_link_columns(odef, true);
+		foreach(a, ms_link_columns(odef, false))
+		{
+			char	   *entry = (char *) lfirst(a);
+			char	   *col = strchr(entry, '/') + 1;
+
+			if (!ms_has_column(mine, entry) ||
+				(ms_has_column(mine_read, entry) && ms_has_column(other_read, entry)))
+				continue;
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_OBJECT),
+					 errmsg("column \"%s\" of table \"%s\" is written by link \"%s\" already",
+							col, MsRelDisplayName((Oid) strtoul(entry, NULL, 10)), other),
+					 errdetail("Two links that write one column without syncing it both ways would overwrite each other's values."),
+					 errhint("Leave \"%s\" out of one of the mappings, or map it both ways in both links.", col)));
+		}
+	}
+}
+
+/*
  * ms_check_conflicts refuses a link whose name is taken, whose tables are
  * already linked to each other, or whose current table already takes its
  * rows from another link on the same key.
@@ -326,6 +429,27 @@ ms_open_linked_table(Oid relid, const char *role, LOCKMODE lockmode)
 static void
 ms_backfill(MsLinkDef *def)
 {
+	/* a list or document: the source side made whole on the other */
+	if (def->shape)
+	{
+		int			side = def->dir[MS_UP].enabled ? MS_UP : MS_DOWN;
+		int64		written = 0;
+
+		MsSpiExec(MsShapeRepairSql(def, side), SPI_OK_SELECT);
+		for (int c = 1; c <= 3; c++)
+		{
+			bool		isnull;
+
+			written += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, c, &isnull));
+		}
+		ereport(NOTICE,
+				(errmsg("link \"%s\": wrote " INT64_FORMAT " rows of %s to match %s",
+						def->name, written,
+						MsRelDisplayName(side == MS_UP ? def->current : def->legacy),
+						MsRelDisplayName(side == MS_UP ? def->legacy : def->current))));
+		return;
+	}
 	for (int side = MS_UP; side <= MS_DOWN; side++)
 	{
 		MsDirection *d = &def->dir[side];
@@ -405,14 +529,14 @@ ms_create_triggers(MsLinkDef *def)
 		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 			MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH STATEMENT "
 							   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
-							   quote_identifier(MsTriggerName(def->name, (MsEvent) ev, false)),
+							   quote_identifier(MsTriggerName(def->name, def->shape != NULL, (MsEvent) ev, false)),
 							   psprintf(events[ev], rel), arg),
 					  SPI_OK_UTILITY);
 		if (!def->replica)
 			continue;
 		for (int ev = 0; ev < MS_EVENT_TRUNCATE; ev++)
 		{
-			const char *tg = quote_identifier(MsTriggerName(def->name, (MsEvent) ev, true));
+			const char *tg = quote_identifier(MsTriggerName(def->name, def->shape != NULL, (MsEvent) ev, true));
 
 			MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH ROW "
 							   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
@@ -422,7 +546,7 @@ ms_create_triggers(MsLinkDef *def)
 					  SPI_OK_UTILITY);
 		}
 		MsSpiExec(psprintf("ALTER TABLE %s ENABLE ALWAYS TRIGGER %s", rel,
-						   quote_identifier(MsTriggerName(def->name, MS_EVENT_TRUNCATE, false))),
+						   quote_identifier(MsTriggerName(def->name, def->shape != NULL, MS_EVENT_TRUNCATE, false))),
 				  SPI_OK_UTILITY);
 	}
 }
@@ -555,9 +679,10 @@ mailsync_link(PG_FUNCTION_ARGS)
 	table_close(legacy, NoLock);
 	table_close(current, NoLock);
 	ms_check_conflicts(name, legacy_oid, current_oid, def);
+	ms_check_shared_columns(def);
 
 	def->replica = replica;
-	if (share_sequence)
+	if (share_sequence && def->shape == NULL)
 		shared = ms_share_key_sequence(def);
 	if (backfill)
 	{
@@ -640,6 +765,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	Jsonb	   *replaced = NULL;
 	char	   *direction;
 	bool		replica;
+	bool		shape;
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.unlink");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -651,7 +777,9 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	MsPushPinnedPath();
 
 	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, "
-					  "shared_sequence::pg_catalog.oid, replaced_default, direction, replica "
+					  "shared_sequence::pg_catalog.oid, replaced_default, direction, replica, "
+					  "EXISTS (SELECT FROM pg_catalog.jsonb_each(columns) AS m "
+					  "WHERE pg_catalog.jsonb_typeof(m.value) = 'object' AND (m.value ? 'list' OR m.value ? 'document')) "
 					  "FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -675,6 +803,8 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	direction = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5);
 	replica = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 6, &isnull));
+	shape = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 7, &isnull));
 
 	for (int i = 0; i < 2; i++)
 		if (get_rel_name(rels[i]) != NULL)
@@ -688,13 +818,15 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 			continue;
 		for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 		{
+			MsEvent		event = (MsEvent) ev;
+
 			MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
-							   quote_identifier(MsTriggerName(name, (MsEvent) ev, false)),
+							   quote_identifier(MsTriggerName(name, shape, event, false)),
 							   MsQualifiedRelName(rels[i])),
 					  SPI_OK_UTILITY);
-			if (replica && ev != MS_EVENT_TRUNCATE)
+			if (replica && event != MS_EVENT_TRUNCATE)
 				MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
-								   quote_identifier(MsTriggerName(name, (MsEvent) ev, true)),
+								   quote_identifier(MsTriggerName(name, shape, event, true)),
 								   MsQualifiedRelName(rels[i])),
 						  SPI_OK_UTILITY);
 		}
@@ -757,10 +889,15 @@ MsLoadLink(const char *name, bool from_trigger)
 											 SPI_tuptable->tupdesc, 2, &isnull));
 	columns = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 3, &isnull));
-	key = MsTextArrayToList(DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
-																 SPI_tuptable->tupdesc,
-																 4, &isnull)),
-							"key");
+	{
+		ArrayType  *keyarr = DatumGetArrayTypePCopy(SPI_getbinval(SPI_tuptable->vals[0],
+																  SPI_tuptable->tupdesc,
+																  4, &isnull));
+
+		/* a document link without a key stores none */
+		key = ArrayGetNItems(ARR_NDIM(keyarr), ARR_DIMS(keyarr)) == 0 ? NIL :
+			MsTextArrayToList(keyarr, "key");
+	}
 	direction = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 5, &isnull));
 	shared_seq = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],

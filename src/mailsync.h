@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/attnum.h"
+#include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
@@ -97,6 +98,34 @@ typedef struct MsDirection
 } MsDirection;
 
 /*
+ * MsShapeKind: how the rows of a link's two tables correspond.  A rows
+ * link pairs one row with one row by key; a list link pairs a parent row
+ * whose column holds a delimited list with one child row per element; a
+ * document link pairs key/value rows with the entries of a jsonb document.
+ */
+typedef enum MsShapeKind
+{
+	MS_SHAPE_ROWS = 0,
+	MS_SHAPE_LIST,
+	MS_SHAPE_DOCUMENT
+} MsShapeKind;
+
+/*
+ * MsShape: what a list or document link adds to its key (shape.c).  The
+ * key of the link (MsLinkDef.key, legacy_key) is the parent key of a
+ * list, and the group key (may be empty) of a document.
+ */
+typedef struct MsShape
+{
+	MsShapeKind kind;
+	char	   *column;			/* current column: list element, or document */
+	char	   *legacy_column;	/* legacy column: the list, or the setting name */
+	char	   *value_column;	/* legacy column of a setting's value */
+	char	   *separator;		/* list separator */
+	char	   *config;			/* document options, normalised JSON */
+} MsShape;
+
+/*
  * MsLinkDef: a validated, normalised link definition.
  */
 typedef struct MsLinkDef
@@ -112,6 +141,7 @@ typedef struct MsLinkDef
 	MsDirection dir[2];			/* MS_UP, MS_DOWN */
 	Oid			shared_seq;		/* the sequence both keys draw from, or 0 */
 	bool		replica;		/* do its triggers fire for logical replication? */
+	MsShape    *shape;			/* NULL for a rows link */
 } MsLinkDef;
 
 /*
@@ -190,6 +220,8 @@ extern void MsCheckLinkName(const char *name);
 extern void MsCheckDirection(const char *direction);
 extern void MsCheckLinkableTable(Relation rel, const char *role);
 extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
+extern AttrNumber MsLookupColumn(Relation rel, const char *colname, int side,
+								 const char *hint);
 
 /* link.c */
 extern MsLinkDef *MsLoadLink(const char *name, bool from_trigger);
@@ -206,7 +238,8 @@ extern char *MsSqlUpdateRow(const MsDirection *d);
 extern char *MsSqlUpdate(const MsDirection *d, const char *from);
 extern char *MsSqlDelete(const MsDirection *d, const char *from);
 extern char *MsSqlTruncate(const MsDirection *d);
-extern char *MsTriggerName(const char *link, MsEvent event, bool apply);
+extern char *MsTriggerName(const char *link, bool shape, MsEvent event,
+						   bool apply);
 extern char *MsSqlLastKey(const MsDirection *d);
 extern char *MsSqlCountUpTo(const MsDirection *d);
 extern char *MsSqlBackfillBounds(const MsDirection *d);
@@ -215,6 +248,15 @@ extern char *MsSqlDiff(const MsDirection *d, const char *src_side,
 					   const char *dst_side, bool values);
 extern char *MsSqlRepair(const MsDirection *d, const char *src_side,
 						 const char *dst_side);
+
+/* shape.c */
+extern void MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
+						   MsShapeKind kind, const char *column,
+						   JsonbValue *spec, List *renames, List *key,
+						   StringInfo json);
+extern char *MsShapeTriggerSql(const MsLinkDef *def, int side, MsEvent event);
+extern char *MsShapeVerifySql(const MsLinkDef *def);
+extern char *MsShapeRepairSql(const MsLinkDef *def, int side);
 
 /* backfill.c */
 struct LOCKTAG;

@@ -67,6 +67,10 @@ typedef struct MsMapEntry
 	char	   *up;				/* "up" expression text */
 	char	   *down;			/* "down" expression text */
 	char	   *to;				/* legacy column that "down" writes */
+	char	   *from;			/* legacy column of a value map */
+	JsonbValue	map;			/* the value map: legacy value -> current */
+	MsShapeKind shape;			/* a list or document mapping */
+	JsonbValue	spec;			/* its object, as written */
 } MsMapEntry;
 
 /* Error context of one expression being compiled */
@@ -214,11 +218,11 @@ MsTextArrayToList(ArrayType *arr, const char *argname)
 }
 
 /*
- * ms_lookup_column returns the attribute number of a user column, or
+ * MsLookupColumn returns the attribute number of a user column, or
  * raises 42703 naming the column, the table and what was expected there.
  */
-static AttrNumber
-ms_lookup_column(Relation rel, const char *colname, int side, const char *hint)
+AttrNumber
+MsLookupColumn(Relation rel, const char *colname, int side, const char *hint)
 {
 	AttrNumber	attno = get_attnum(RelationGetRelid(rel), colname);
 
@@ -255,6 +259,83 @@ ms_json_string(JsonbValue *v, const char *column, const char *field)
 }
 
 /*
+ * ms_map_literal returns a scalar of a value map as an SQL literal.
+ */
+static char *
+ms_map_literal(JsonbValue *v, const char *column)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return quote_literal_cstr(pnstrdup(v->val.string.val, v->val.string.len));
+		case jbvNumeric:
+			return quote_literal_cstr(DatumGetCString(DirectFunctionCall1(numeric_out,
+																		  NumericGetDatum(v->val.numeric))));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "'true'" : "'false'");
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value map for column \"%s\" maps to a value that is not a string, number or boolean",
+							column),
+					 errhint("Each entry of \"map\" pairs one legacy value with one current value.")));
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * ms_expand_value_map turns a value map into the transform it stands for:
+ * "up" a CASE over the legacy column from each legacy value to its current
+ * value, "down" the CASE back, any other value unchanged both ways.  The
+ * map must pair values one to one, or a value could not find its way back.
+ */
+static void
+ms_expand_value_map(MsMapEntry *e)
+{
+	JsonbIterator *it = JsonbIteratorInit(e->map.val.binary.data);
+	JsonbIteratorToken tok;
+	JsonbValue	k;
+	StringInfoData up;
+	StringInfoData down;
+	List	   *seen = NIL;
+	char	   *legacy_col = psprintf("legacy.%s", quote_identifier(e->from));
+	char	   *current_col = psprintf("current.%s", quote_identifier(e->column));
+
+	initStringInfo(&up);
+	initStringInfo(&down);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		JsonbValue	val;
+		char	   *from;
+		char	   *to;
+		ListCell   *lc;
+
+		if (tok != WJB_KEY)
+			continue;
+		from = quote_literal_cstr(pnstrdup(k.val.string.val, k.val.string.len));
+		tok = JsonbIteratorNext(&it, &val, true);
+		to = ms_map_literal(&val, e->column);
+		foreach(lc, seen)
+			if (strcmp((char *) lfirst(lc), to) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("value map for column \"%s\" maps two legacy values to %s", e->column, to),
+						 errhint("A value map must pair values one to one, so that each value finds its way back.")));
+		seen = lappend(seen, to);
+		appendStringInfo(&up, " WHEN %s THEN %s", from, to);
+		appendStringInfo(&down, " WHEN %s THEN %s", to, from);
+	}
+	if (seen == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("value map for column \"%s\" is empty", e->column),
+				 errhint("Write \"%s\": \"%s\" for a plain rename.", e->column, e->from)));
+	e->up = psprintf("CASE %s%s ELSE %s END", legacy_col, up.data, legacy_col);
+	e->down = psprintf("CASE %s%s ELSE %s END", current_col, down.data, current_col);
+	e->to = e->from;
+}
+
+/*
  * ms_parse_entry reads one "column": mapping pair of the JSON object.
  */
 static MsMapEntry *
@@ -278,6 +359,20 @@ ms_parse_entry(char *column, JsonbValue *v)
 				 errhint("Write \"%s\": \"legacy_column\" for a rename, or an object with \"up\", \"down\" and \"to\" for a transform.",
 						 column)));
 
+	/* a list or a document: its own object, checked with the shape */
+	for (int s = MS_SHAPE_LIST; s <= MS_SHAPE_DOCUMENT; s++)
+	{
+		const char *word = s == MS_SHAPE_LIST ? "list" : "document";
+
+		if (getKeyJsonValueFromContainer(v->val.binary.data, word,
+										 strlen(word), NULL) != NULL)
+		{
+			e->shape = (MsShapeKind) s;
+			e->spec = *v;
+			return e;
+		}
+	}
+
 	it = JsonbIteratorInit(v->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
 	{
@@ -289,7 +384,18 @@ ms_parse_entry(char *column, JsonbValue *v)
 		field = pnstrdup(k.val.string.val, k.val.string.len);
 		tok = JsonbIteratorNext(&it, &val, true);
 		Assert(tok == WJB_VALUE);
-		if (strcmp(field, "up") == 0)
+		if (strcmp(field, "from") == 0)
+			e->from = ms_json_string(&val, column, field);
+		else if (strcmp(field, "map") == 0)
+		{
+			if (val.type != jbvBinary || !JsonContainerIsObject(val.val.binary.data))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("\"map\" in the mapping for column \"%s\" must be a JSON object", column),
+						 errhint("Write \"map\": {\"legacy value\": \"current value\", ...}.")));
+			e->map = val;
+		}
+		else if (strcmp(field, "up") == 0)
 			e->up = ms_json_string(&val, column, field);
 		else if (strcmp(field, "down") == 0)
 			e->down = ms_json_string(&val, column, field);
@@ -300,7 +406,24 @@ ms_parse_entry(char *column, JsonbValue *v)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("mapping for column \"%s\" has unknown key \"%s\"",
 							column, field),
-					 errhint("A mapping object takes \"up\", \"down\" and \"to\".")));
+					 errhint("A mapping object takes \"up\", \"down\" and \"to\"; \"from\" and \"map\"; \"list\"; or \"document\".")));
+	}
+
+	if (e->from || e->map.type == jbvBinary)
+	{
+		if (e->up || e->down || e->to)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("mapping for column \"%s\" mixes a value map with expressions", column),
+					 errhint("Use \"from\" and \"map\", or \"up\", \"down\" and \"to\", not both.")));
+		if (!e->from || e->map.type != jbvBinary)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("value map for column \"%s\" needs both \"from\" and \"map\"", column),
+					 errhint("Write \"%s\": {\"from\": \"legacy_column\", \"map\": {\"legacy value\": \"current value\"}}.",
+							 column)));
+		ms_expand_value_map(e);
+		return e;
 	}
 
 	if (e->down && !e->to)
@@ -728,10 +851,56 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '{');
 
+	/* a list or document link: its own validation, keys as renames */
+	{
+		MsMapEntry *shape = NULL;
+		List	   *renames = NIL;
+
+		foreach(lc, entries)
+		{
+			MsMapEntry *e = (MsMapEntry *) lfirst(lc);
+
+			if (e->shape != MS_SHAPE_ROWS && shape != NULL)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("columns \"%s\" and \"%s\" are both a list or a document", shape->column, e->column),
+						 errhint("A link has at most one list or document mapping; make a link for each.")));
+			if (e->shape != MS_SHAPE_ROWS)
+				shape = e;
+		}
+		if (shape != NULL)
+		{
+			foreach(lc, entries)
+			{
+				MsMapEntry *e = (MsMapEntry *) lfirst(lc);
+
+				if (e == shape)
+					continue;
+				if (e->rename == NULL)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("column \"%s\" is mapped by an expression in a %s link", e->column,
+									shape->shape == MS_SHAPE_LIST ? "list" : "document"),
+							 errhint("Besides the list or document, a link of that shape maps only its key columns, each by name.")));
+				renames = lappend(renames, list_make2(e->column, e->rename));
+				escape_json(&json, e->column);
+				appendStringInfoString(&json, ": ");
+				escape_json(&json, e->rename);
+				appendStringInfoString(&json, ", ");
+			}
+			MsCompileShape(def, legacy, current, shape->shape, shape->column,
+						   &shape->spec, renames, key, &json);
+			appendStringInfoChar(&json, '}');
+			def->columns = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
+															  CStringGetDatum(json.data)));
+			return def;
+		}
+	}
+
 	foreach(lc, entries)
 	{
 		MsMapEntry *e = (MsMapEntry *) lfirst(lc);
-		AttrNumber	cur_attno = ms_lookup_column(current, e->column,
+		AttrNumber	cur_attno = MsLookupColumn(current, e->column,
 												 MS_CURRENT_SIDE, cur_hint);
 		Form_pg_attribute cur_att = TupleDescAttr(RelationGetDescr(current),
 												  cur_attno - 1);
@@ -744,7 +913,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 
 		if (e->rename)
 		{
-			AttrNumber	leg_attno = ms_lookup_column(legacy, e->rename,
+			AttrNumber	leg_attno = MsLookupColumn(legacy, e->rename,
 													 MS_LEGACY_SIDE, leg_hint);
 			Form_pg_attribute leg_att = TupleDescAttr(RelationGetDescr(legacy),
 													  leg_attno - 1);
@@ -797,7 +966,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			}
 			if (e->down)
 			{
-				AttrNumber	to_attno = ms_lookup_column(legacy, e->to,
+				AttrNumber	to_attno = MsLookupColumn(legacy, e->to,
 														MS_LEGACY_SIDE, leg_hint);
 				Form_pg_attribute to_att = TupleDescAttr(RelationGetDescr(legacy),
 														 to_attno - 1);
@@ -813,9 +982,20 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 								  to_attno, down_sql, node, assign, attrs);
 			}
 			appendStringInfoChar(&json, '{');
-			ms_append_json_field(&json, &first, "up", up_sql);
-			ms_append_json_field(&json, &first, "down", down_sql);
-			ms_append_json_field(&json, &first, "to", e->to);
+			if (e->from)
+			{
+				Jsonb	   *map = JsonbValueToJsonb(&e->map);
+
+				ms_append_json_field(&json, &first, "from", e->from);
+				appendStringInfoString(&json, ", \"map\": ");
+				appendStringInfoString(&json, JsonbToCString(NULL, &map->root, VARSIZE(map)));
+			}
+			else
+			{
+				ms_append_json_field(&json, &first, "up", up_sql);
+				ms_append_json_field(&json, &first, "down", down_sql);
+				ms_append_json_field(&json, &first, "to", e->to);
+			}
 			appendStringInfoChar(&json, '}');
 		}
 	}
@@ -859,7 +1039,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 			MsMapEntry *entry = NULL;
 			ListCell   *lc2;
 
-			cur_keys[i] = ms_lookup_column(current, col, MS_CURRENT_SIDE,
+			cur_keys[i] = MsLookupColumn(current, col, MS_CURRENT_SIDE,
 										   "Key columns are columns of the current table.");
 			for (int j = 0; j < i; j++)
 				if (cur_keys[j] == cur_keys[i])

@@ -41,14 +41,19 @@
 /*
  * MsTriggerName returns the name of a link's trigger for one event: the
  * statement trigger, or with apply the row trigger that fires for rows
- * logical replication applies (no such trigger for TRUNCATE).
+ * logical replication applies (no such trigger for TRUNCATE).  PostgreSQL
+ * fires the triggers of one table in the order of their names; a list or
+ * document link's names ("mailsync~...") sort after every rows link's
+ * ("mailsync_..."), so the child rows of a list are written after the
+ * parent row that a rows link writes for the same statement.
  */
 char *
-MsTriggerName(const char *link, MsEvent event, bool apply)
+MsTriggerName(const char *link, bool shape, MsEvent event, bool apply)
 {
 	static const char *const suffix[] = {"insert", "update", "delete", "truncate"};
 
-	return psprintf("mailsync_%s_%s%s", link, apply ? "apply_" : "", suffix[event]);
+	return psprintf("mailsync%c%s_%s%s", shape ? '~' : '_', link,
+					apply ? "apply_" : "", suffix[event]);
 }
 
 /*

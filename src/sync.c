@@ -124,6 +124,7 @@ typedef struct MsRuntime
 	char	   *set_delete_sql;
 	char	   *truncate_sql;
 	char	   *delete_all_sql; /* for a target the TRUNCATE itself holds open */
+	char	   *shape_sql[MS_NUM_EVENTS];	/* a list or document link's statements */
 	Datum	   *values;			/* scratch, nparams + nkeys */
 	char	   *nulls;
 } MsRuntime;
@@ -520,6 +521,23 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 }
 
 /*
+ * ms_shape_runtime_build keeps the statements of one direction of a list
+ * or document link: one per event, over the transition tables.
+ */
+static void
+ms_shape_runtime_build(MsRuntime *rt, int side, const MsLinkDef *def,
+					   Relation dst, Oid trigger_fn)
+{
+	rt->dst_relid = RelationGetRelid(dst);
+	rt->dst_owner = dst->rd_rel->relowner;
+	rt->dst_display = MsRelDisplayName(rt->dst_relid);
+	rt->trigger_fn = trigger_fn;
+	rt->side = side;
+	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
+		rt->shape_sql[ev] = MsShapeTriggerSql(def, side, (MsEvent) ev);
+}
+
+/*
  * ms_ascending_sequence returns the sequence both keys of a link draw from,
  * when there is one that counts upwards; mailsync keeps it past the keys
  * that rows get from elsewhere.
@@ -712,16 +730,19 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 	current = table_open(def->current, NoLock);
 	for (int side = MS_UP; side <= MS_DOWN; side++)
 	{
-		if (def->dir[side].enabled)
+		if (def->dir[side].enabled && def->shape)
+			ms_shape_runtime_build(&e->rt[side], side, def,
+								   side == MS_UP ? current : legacy, trigger_fn);
+		else if (def->dir[side].enabled)
 			ms_runtime_build(&e->rt[side], side, &def->dir[side],
 							 side == MS_UP ? legacy : current,
 							 side == MS_UP ? current : legacy,
 							 e->name, trigger_fn);
 	}
 	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
-		e->trigger[ev] = MsTriggerName(e->name, (MsEvent) ev, false);
+		e->trigger[ev] = MsTriggerName(e->name, def->shape != NULL, (MsEvent) ev, false);
 	for (int ev = 0; ev < MS_EVENT_TRUNCATE; ev++)
-		e->apply_trigger[ev] = MsTriggerName(e->name, (MsEvent) ev, true);
+		e->apply_trigger[ev] = MsTriggerName(e->name, def->shape != NULL, (MsEvent) ev, true);
 	e->seq = ms_ascending_sequence(def);
 	e->seq_floor = PG_INT64_MIN;
 	for (int side = MS_UP; side <= MS_DOWN && OidIsValid(e->seq); side++)
@@ -1143,6 +1164,29 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 }
 
 /*
+ * ms_sync_shape mirrors a statement on one table of a list or document
+ * link: one statement over its transition tables.
+ */
+static void
+ms_sync_shape(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, MsEvent event)
+{
+	Oid			relid = RelationGetRelid(td->tg_relation);
+	MsExecState st;
+
+	if (event != MS_EVENT_TRUNCATE &&
+		(td->tg_newtable == NULL || tuplestore_tuple_count(td->tg_newtable) == 0) &&
+		(td->tg_oldtable == NULL || tuplestore_tuple_count(td->tg_oldtable) == 0))
+		return;
+	ms_begin(e, rt, &st, true);
+	if (td->tg_newtable && event != MS_EVENT_DELETE)
+		ms_register_table(MS_NEW_TABLE, relid, td->tg_newtable);
+	if (td->tg_oldtable && event != MS_EVENT_INSERT)
+		ms_register_table(MS_OLD_TABLE, relid, td->tg_oldtable);
+	ms_run_sql(e, rt, rt->shape_sql[event]);
+	ms_end(&st);
+}
+
+/*
  * mailsync_sync_trigger is the trigger function of every link.  Its one
  * argument is the link name.  It fires AFTER each statement, with the
  * statement's transition tables; the apply triggers of a replica link
@@ -1230,8 +1274,11 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 		td = &rowtd;
 	}
 
-	switch (event)
+	switch (def->shape ? -1 : (int) event)
 	{
+		case -1:
+			ms_sync_shape(e, rt, td, event);
+			break;
 		case MS_EVENT_INSERT:
 			ms_sync_rows(e, rt, td, false);
 			ms_advance_sequence(e, rt, td->tg_newtable, RelationGetDescr(td->tg_relation));

@@ -273,7 +273,8 @@ mailsync_verify(PG_FUNCTION_ARGS)
 	def = ms_open_link(fcinfo, false);
 	side = ms_direction_for(def, fcinfo, 1, false);
 
-	MsSpiExec(ms_sql_verify(&def->dir[side], side), SPI_OK_SELECT);
+	MsSpiExec(def->shape ? MsShapeVerifySql(def) : ms_sql_verify(&def->dir[side], side),
+			  SPI_OK_SELECT);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[r];
@@ -291,10 +292,15 @@ mailsync_verify(PG_FUNCTION_ARGS)
 		nulls[0] = isnull[0];
 		values[1] = vals[1];
 		nulls[1] = isnull[1];
-		values[2] = side == MS_UP ? vals[2] : vals[3];
-		nulls[2] = side == MS_UP ? isnull[2] : isnull[3];
-		values[3] = side == MS_UP ? vals[3] : vals[2];
-		nulls[3] = side == MS_UP ? isnull[3] : isnull[2];
+		{
+			/* the shape query gives legacy then current already */
+			bool		swap = side == MS_DOWN && def->shape == NULL;
+
+			values[2] = swap ? vals[3] : vals[2];
+			nulls[2] = swap ? isnull[3] : isnull[2];
+			values[3] = swap ? vals[2] : vals[3];
+			nulls[3] = swap ? isnull[2] : isnull[3];
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	ms_record_verification(def, side, counts, started);
@@ -329,6 +335,8 @@ mailsync_verify_summary(PG_FUNCTION_ARGS)
 	appendStringInfo(&sql, "SELECT pg_catalog.count(*) FILTER (WHERE problem = 'missing in current'), "
 					 "pg_catalog.count(*) FILTER (WHERE problem = 'missing in legacy'), "
 					 "pg_catalog.count(*) FILTER (WHERE problem = 'differs') FROM (%s) AS x",
+					 def->shape ? psprintf("SELECT x.problem FROM (%s) AS x(key, problem, l, c)",
+										   MsShapeVerifySql(def)) :
 					 MsSqlDiff(&def->dir[side], side_word[side], side_word[1 - side], false));
 	MsSpiExec(sql.data, SPI_OK_SELECT);
 	for (int c = 0; c < 3; c++)
@@ -370,7 +378,8 @@ mailsync_repair(PG_FUNCTION_ARGS)
 	side = ms_direction_for(def, fcinfo, 1, true);
 
 	MsGuardPush(def->name);
-	MsSpiExec(MsSqlRepair(&def->dir[side], side_word[side], side_word[1 - side]),
+	MsSpiExec(def->shape ? MsShapeRepairSql(def, side) :
+			  MsSqlRepair(&def->dir[side], side_word[side], side_word[1 - side]),
 			  SPI_OK_SELECT);
 	MsGuardPop();
 	for (int c = 0; c < 3; c++)
