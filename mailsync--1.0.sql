@@ -572,7 +572,7 @@ BEGIN
 				   -- a list or document link's triggers fire after a rows link's
 				   CASE WHEN EXISTS (SELECT FROM jsonb_each(l.columns) AS m
 									 WHERE jsonb_typeof(m.value) = 'object'
-									   AND (m.value ? 'list' OR m.value ? 'document'))
+									   AND (m.value ? 'list' OR m.value ? 'document' OR m.value ? 'join'))
 						THEN 'mailsync~' ELSE 'mailsync_' END || l.name || n.suffix AS tgname,
 				   CASE WHEN n.apply THEN 'R'
 						WHEN l.replica AND n.suffix = '_truncate' THEN 'A'

@@ -1,16 +1,33 @@
--- The mailsync demo: a Postal 1.x credentials table and its 2.x
--- successor, kept in sync while both versions of the application run.
+-- The mailsync demo, run by scripts/demo.sh (psql -q, ON_ERROR_STOP, no
+-- pager): a mail platform half-way through an upgrade, where the old (v1)
+-- and the new (v2) application write to one database at once. Tables are
+-- created silently; the statements that tell the story are echoed.
 \set ECHO none
+\set VERBOSITY terse
 \pset null '(null)'
-\echo
-\echo '=== A mail platform in the middle of an upgrade ==='
-\echo 'Postal 1.x keeps SMTP/API credentials in v1.credentials. Postal 2.x'
-\echo 'renamed "type" to "kind", turned the "hold" flag into a "status" and'
-\echo 'addresses every credential by a uuid. Both versions run for a while.'
-\echo
-\set ECHO queries
+\pset footer off
+CREATE EXTENSION mailsync;
 CREATE SCHEMA v1;
 CREATE SCHEMA v2;
+
+\echo
+\echo '###  mailsync: one database, two versions of a mail platform  ###'
+\echo
+\echo 'Upgrade week. The old application (v1: Postal 1.x, Modoboa 1.x) still'
+\echo 'serves the users; the new one (v2) runs beside it on its own, refactored'
+\echo 'tables. Both write all day. mailsync links each v1 table to its v2'
+\echo 'table, and every write reaches the other side in the writer''s own'
+\echo 'transaction.'
+
+-----------------------------------------------------------------------------
+\echo
+\echo '=== 1. Credentials: a rename, two transforms, and uuids ==='
+\echo
+\echo 'Postal 2.x renamed "type" to "kind" (smtp, not SMTP), turned the "hold"'
+\echo 'flag into a "status", and addresses each credential by a uuid. v1 has'
+\echo 'three credentials; v2.credentials is empty. One call links them and'
+\echo 'copies the rows, giving each a time-ordered uuid (v7):'
+\echo
 CREATE TABLE v1.credentials (
 	id			serial PRIMARY KEY,
 	server_id	integer NOT NULL,
@@ -34,69 +51,36 @@ INSERT INTO v1.credentials (server_id, key, type, name) VALUES
 	(1, 'b1946ac92492d2347c6235b4d2611184', 'SMTP', 'newsletter relay'),
 	(1, '591785b794601e212b260e25925636fd', 'API',  'billing hook'),
 	(2, 'c157a79031e1c40f85931829bc5fc552', 'SMTP', 'support desk');
-\set ECHO none
-\echo
-\echo '=== 1. Link the two tables ==='
-\echo 'The mapping: renames, an expression each way for kind and status, and'
-\echo 'a uuid made for every row that arrives from v1. backfill copies the'
-\echo 'three existing credentials now.'
-\echo
 \set ECHO queries
-CREATE EXTENSION mailsync;
 SELECT mailsync.link('credentials', 'v1.credentials', 'v2.credentials', $${
 	"id": "id", "server_id": "server_id", "key": "key", "name": "name",
 	"kind":   {"up": "lower(legacy.type)", "down": "upper(current.kind)", "to": "type"},
 	"status": {"up": "CASE WHEN legacy.hold THEN 'hold' ELSE 'active' END",
-			   "down": "current.status = 'hold'", "to": "hold"},
+	           "down": "current.status = 'hold'", "to": "hold"},
 	"uuid":   {"up": "mailsync.uuid_v7()"},
 	"created_at": "created_at", "updated_at": "updated_at"}$$,
-	backfill => true);
-SELECT id, uuid, server_id, kind, name, status FROM v2.credentials ORDER BY id;
+	backfill => true) \gset
+SELECT id, uuid, kind, name, status FROM v2.credentials ORDER BY id;
 \set ECHO none
 \echo
-\echo '=== 2. The old admin UI puts a credential on hold (writes v1) ==='
+\echo 'The old admin UI (v1) puts "billing hook" on hold; the new one (v2)'
+\echo 'creates a credential without an id (both tables now draw ids from one'
+\echo 'sequence):'
 \echo
 \set ECHO queries
-UPDATE v1.credentials SET hold = true, updated_at = now() WHERE name = 'billing hook';
-SELECT id, name, status FROM v2.credentials ORDER BY id;
-\set ECHO none
-\echo
-\echo '=== 3. The new admin UI creates one and releases the hold (writes v2) ==='
-\echo 'No id is given: both tables now draw ids from one sequence.'
-\echo
-\set ECHO queries
+UPDATE v1.credentials SET hold = true WHERE name = 'billing hook';
 INSERT INTO v2.credentials (uuid, server_id, key, kind, name, created_at, updated_at)
-VALUES (mailsync.uuid_v7(), 2, 'd8e8fca2dc0f896fd7cb4cb0031ba249', 'smtp', 'new MX', now(), now());
-UPDATE v2.credentials SET status = 'active' WHERE name = 'billing hook';
-SELECT id, server_id, type, name, hold FROM v1.credentials ORDER BY id;
+VALUES (mailsync.uuid_v7(), 2, 'd8e8fca2dc0f896fd7cb4cb0031ba249', 'api', 'new MX', now(), now());
+SELECT id, type, name, hold FROM v1.credentials ORDER BY id;
+SELECT id, kind, name, status FROM v2.credentials ORDER BY id;
 \set ECHO none
 \echo
-\echo '=== 4. Deletes travel too, inside the writer''s transaction ==='
+\echo 'Meanwhile, on staging, 2.x was started on a restored 1.x dump:'
+\echo 'restored.credentials (25,000 rows) has no uuid column, and the 2.x'
+\echo 'credentials page fails:'
 \echo
-\set ECHO queries
-BEGIN;
-DELETE FROM v1.credentials WHERE name = 'support desk';
-SELECT count(*) AS v2_rows_inside_the_transaction FROM v2.credentials;
-ROLLBACK;
-SELECT count(*) AS v2_rows_after_rollback FROM v2.credentials;
-DELETE FROM v2.credentials WHERE name = 'support desk';
-SELECT (SELECT count(*) FROM v1.credentials) AS v1_rows, (SELECT count(*) FROM v2.credentials) AS v2_rows;
-\set ECHO none
-\echo
-\echo '=== 5. Is everything in place? ==='
-\echo
-\set ECHO queries
-SELECT * FROM mailsync.status();
-\set ECHO none
-\echo
-\echo '=== 6. A 1.x dump restored into 2.x without its migration ==='
-\echo 'postal.credentials has no uuid column, and the 2.x credentials page'
-\echo 'fails. One CALL adds it, fills it in batches, and makes it unique,'
-\echo 'NOT NULL and, here, immutable.'
-\echo
-\set ECHO queries
-CREATE SCHEMA postal;
-CREATE TABLE postal.credentials (
+CREATE SCHEMA restored;
+CREATE TABLE restored.credentials (
 	id			serial PRIMARY KEY,
 	server_id	integer NOT NULL,
 	key			varchar(255) NOT NULL,
@@ -105,29 +89,208 @@ CREATE TABLE postal.credentials (
 	hold		boolean NOT NULL DEFAULT false,
 	created_at	timestamptz NOT NULL DEFAULT now(),
 	updated_at	timestamptz NOT NULL DEFAULT now());
-INSERT INTO postal.credentials (server_id, key, type, name)
+INSERT INTO restored.credentials (server_id, key, type, name)
 SELECT 1 + g % 5, md5(g::text), CASE WHEN g % 4 = 0 THEN 'API' ELSE 'SMTP' END, 'credential ' || g
 FROM generate_series(1, 25000) g;
-CALL mailsync.ensure_uuid('postal.credentials', immutable => true);
-SELECT count(*) AS rows, count(DISTINCT uuid) AS distinct_uuids,
-	   min(mailsync.uuid_time(uuid)) <= now() AS stamped_now
-FROM postal.credentials;
-\d postal.credentials
-\echo 'Running it again changes nothing:'
-CALL mailsync.ensure_uuid('postal.credentials', immutable => true);
-\echo 'And a uuid once given cannot change:'
+\set ECHO queries
 \set ON_ERROR_STOP 0
-UPDATE postal.credentials SET uuid = mailsync.uuid_v4() WHERE id = 1;
+SELECT uuid, name FROM restored.credentials WHERE id = 1;
 \set ON_ERROR_STOP 1
 \set ECHO none
 \echo
-\echo '=== 7. A large table: carry 200,000 mailboxes over, then prove it ==='
-\echo 'Modoboa 1.x keeps mailboxes with a quota in MB and an is_active flag;'
-\echo '2.x wants bytes and a state. The 2.x table starts empty. The backfill'
-\echo 'copies in batches of one transaction each, resumable, while the'
-\echo 'triggers already keep new writes in sync.'
+\echo 'One command adds the column, fills it in batches, and makes it NOT NULL,'
+\echo 'unique and (here) immutable. Run again, it has nothing to do:'
 \echo
 \set ECHO queries
+CALL mailsync.ensure_uuid('restored.credentials', immutable => true);
+CALL mailsync.ensure_uuid('restored.credentials', immutable => true);
+SELECT count(*) AS rows, count(DISTINCT uuid) AS distinct_uuids FROM restored.credentials;
+\set ECHO none
+\echo
+\echo 'The page works again, and a uuid once given cannot change:'
+\echo
+\set ECHO queries
+SELECT uuid, name FROM restored.credentials WHERE id = 1;
+\set ON_ERROR_STOP 0
+UPDATE restored.credentials SET uuid = mailsync.uuid_v4() WHERE id = 1;
+\set ON_ERROR_STOP 1
+\set ECHO none
+
+-----------------------------------------------------------------------------
+\echo
+\echo '=== 2. Settings: one row per setting <-> one JSON document ==='
+\echo
+\echo 'Modoboa 1.x keeps each setting in a row of lib_parameter; 2.x keeps'
+\echo 'them all in one JSON document, core_localconfig._parameters, as'
+\echo '{"app": {"key": value}}. The IMAP migration app was renamed, its'
+\echo 'on/off setting became a "state", the 2.x form stores it as "enabled"/'
+\echo '"disabled", DEFAULT_TOP_REDIRECTION is gone from 2.x and the theme is'
+\echo 'new in 2.x. The v1 settings:'
+\echo
+CREATE TABLE v1.lib_parameter (
+	id			serial PRIMARY KEY,
+	name		varchar(255) NOT NULL UNIQUE,
+	value		text NOT NULL);
+CREATE TABLE v2.core_localconfig (
+	id			serial PRIMARY KEY,
+	_parameters	jsonb NOT NULL DEFAULT '{}');
+INSERT INTO v1.lib_parameter (name, value) VALUES
+	('core.ITEMS_PER_PAGE', '30'),
+	('core.SENDER_ADDRESS', 'noreply@example.org'),
+	('core.ENABLE_DNS_CHECKS', 'yes'),
+	('core.DEFAULT_TOP_REDIRECTION', 'user'),
+	('modoboa_imap_migration.ENABLED', 'no'),
+	('modoboa_imap_migration.MAX_SYNC_ACCOUNTS', '10');
+\set ECHO queries
+SELECT name, value FROM v1.lib_parameter ORDER BY id;
+\set ECHO none
+\echo
+\echo 'A document link says all that (names: app.KEY <-> {"app": {"key"}};'
+\echo 'values: yes/no <-> true/false, integers <-> numbers, else strings):'
+\echo
+\set ECHO queries
+SELECT mailsync.link('settings', 'v1.lib_parameter', 'v2.core_localconfig', $${
+	"_parameters": {"document": {
+		"apps":   {"modoboa_imap_migration": "imap_migration"},
+		"keys":   {"modoboa_imap_migration.ENABLED": "imap_migration.state"},
+		"values": {"modoboa_imap_migration.ENABLED": {"yes": "enabled", "no": "disabled"}},
+		"legacy_only":  ["core.DEFAULT_TOP_REDIRECTION"],
+		"current_only": ["core.theme"]}}}$$,
+	backfill => true) \gset
+SELECT app.key AS app, app.value AS settings FROM v2.core_localconfig, jsonb_each(_parameters) app;
+\set ECHO none
+\echo
+\echo 'An admin enables IMAP migration in the 2.x UI (and picks a theme); the'
+\echo '1.x UI reads "yes". Someone sets 50 items per page in the 1.x UI; 2.x'
+\echo 'reads the number 50:'
+\echo
+\set ECHO queries
+UPDATE v2.core_localconfig
+SET _parameters = jsonb_set(jsonb_set(_parameters, '{imap_migration,state}', '"enabled"'),
+                            '{core,theme}', '"dark"');
+UPDATE v1.lib_parameter SET value = '50' WHERE name = 'core.ITEMS_PER_PAGE';
+SELECT name, value FROM v1.lib_parameter ORDER BY id;
+SELECT app.key AS app, app.value AS settings FROM v2.core_localconfig, jsonb_each(_parameters) app;
+\set ECHO none
+\echo
+\echo 'The 2.x settings form saves the whole document, every field, with one'
+\echo 'change (the sender address). Which v1 rows did that transaction write?'
+\echo
+\set ECHO queries
+BEGIN;
+UPDATE v2.core_localconfig SET _parameters = '{
+	"core": {"theme": "dark", "items_per_page": 50, "sender_address": "postmaster@example.org",
+	         "enable_dns_checks": true},
+	"imap_migration": {"state": "enabled", "max_sync_accounts": 10}}';
+SELECT name, value FROM v1.lib_parameter WHERE xmin = pg_current_xact_id()::xid;
+COMMIT;
+\set ECHO none
+\echo 'Exactly one.'
+
+-----------------------------------------------------------------------------
+\echo
+\echo '=== 3. Domains: a value map and a column whose meaning changed ==='
+\echo
+\echo 'Modoboa 1.x: domains.quota is the default quota of a new mailbox (MB),'
+\echo 'and languages are written pt_BR, zh_TW. 2.x calls that quota'
+\echo 'default_mailbox_quota, adds its own "quota" (the whole domain''s, which'
+\echo '1.x has no column for, so it stays v2-only), and writes pt-br, zh-hant:'
+\echo
+CREATE TABLE v1.domains (
+	id			serial PRIMARY KEY,
+	name		varchar(100) NOT NULL UNIQUE,
+	quota		integer NOT NULL DEFAULT 0,
+	default_language varchar(10) NOT NULL DEFAULT 'en');
+CREATE TABLE v2.domains (
+	id			integer PRIMARY KEY,
+	name		text NOT NULL UNIQUE,
+	default_mailbox_quota integer NOT NULL DEFAULT 0,
+	quota		integer NOT NULL DEFAULT 0,
+	language	text NOT NULL DEFAULT 'en');
+INSERT INTO v1.domains (name, quota, default_language) VALUES
+	('example.org', 1024, 'en'),
+	('exemplo.com.br', 2048, 'pt_BR'),
+	('example.tw', 512, 'zh_TW');
+\set ECHO queries
+SELECT mailsync.link('domains', 'v1.domains', 'v2.domains', $${
+	"id": "id", "name": "name", "default_mailbox_quota": "quota",
+	"language": {"from": "default_language", "map": {"pt_BR": "pt-br", "zh_TW": "zh-hant"}}}$$,
+	backfill => true) \gset
+SELECT * FROM v2.domains ORDER BY id;
+\set ECHO none
+\echo 'The 2.x UI gives example.org a 50 GB domain quota and creates a domain'
+\echo 'in zh-hant; the 1.x UI raises example.org''s mailbox quota and switches'
+\echo 'it to pt_BR:'
+\echo
+\set ECHO queries
+UPDATE v2.domains SET quota = 51200 WHERE name = 'example.org';
+INSERT INTO v2.domains (name, default_mailbox_quota, quota, language)
+VALUES ('example.hk', 1024, 10240, 'zh-hant');
+UPDATE v1.domains SET quota = 4096, default_language = 'pt_BR' WHERE name = 'example.org';
+SELECT * FROM v1.domains ORDER BY id;
+SELECT * FROM v2.domains ORDER BY id;
+\set ECHO none
+
+-----------------------------------------------------------------------------
+\echo '=== 4. Aliases: one v1 table, two v2 tables ==='
+\echo
+\echo 'Modoboa 1.x keeps an alias''s recipients in one text column, goto;'
+\echo '2.x has an alias table and one recipient row per address. Two links'
+\echo 'share v1.aliases: a rows link to v2.alias, and a list link from goto'
+\echo 'to v2.recipient (whose alias_id references v2.alias):'
+\echo
+CREATE TABLE v1.aliases (
+	id			serial PRIMARY KEY,
+	address		varchar(254) NOT NULL UNIQUE,
+	goto		text NOT NULL DEFAULT '',
+	enabled		boolean NOT NULL DEFAULT true);
+CREATE TABLE v2.alias (
+	id			integer PRIMARY KEY,
+	address		text NOT NULL UNIQUE,
+	enabled		boolean NOT NULL DEFAULT true);
+CREATE TABLE v2.recipient (
+	id			serial PRIMARY KEY,
+	alias_id	integer NOT NULL REFERENCES v2.alias ON DELETE CASCADE,
+	address		text NOT NULL,
+	UNIQUE (alias_id, address));
+INSERT INTO v1.aliases (address, goto) VALUES
+	('postmaster@example.org', 'alice@example.org, bob@example.org'),
+	('sales@example.org', 'carol@example.org');
+\set ECHO queries
+SELECT mailsync.link('aliases', 'v1.aliases', 'v2.alias',
+	'{"id": "id", "address": "address", "enabled": "enabled"}', backfill => true) \gset
+SELECT mailsync.link('alias_recipients', 'v1.aliases', 'v2.recipient',
+	'{"alias_id": "id", "address": {"list": "goto"}}', key => '{alias_id}', backfill => true) \gset
+SELECT alias_id, address FROM v2.recipient ORDER BY id;
+\set ECHO none
+\echo 'The 2.x UI adds a recipient; the 1.x list grows (written back with the'
+\echo 'link''s separator, ","):'
+\echo
+\set ECHO queries
+INSERT INTO v2.recipient (alias_id, address) VALUES (1, 'dave@example.org');
+SELECT id, address, goto FROM v1.aliases ORDER BY id;
+\set ECHO none
+\echo 'The 1.x UI edits that list (bob out, erin in) and creates an alias;'
+\echo 'v2 gets the alias row first, then its recipients:'
+\echo
+\set ECHO queries
+UPDATE v1.aliases SET goto = 'alice@example.org, dave@example.org, erin@example.org'
+WHERE address = 'postmaster@example.org';
+INSERT INTO v1.aliases (address, goto) VALUES ('support@example.org', 'frank@example.org,grace@example.org');
+SELECT id, address FROM v2.alias ORDER BY id;
+SELECT alias_id, address FROM v2.recipient ORDER BY alias_id, id;
+\set ECHO none
+
+-----------------------------------------------------------------------------
+\echo '=== 5. Mailboxes: 200,000 rows carried over while both sides write ==='
+\echo
+\echo 'Modoboa 1.x keeps a quota in MB and an is_active flag; 2.x wants bytes'
+\echo 'and a state. v2.mailboxes starts empty. From the moment of the link,'
+\echo 'new writes are mirrored; the backfill copies the existing rows in'
+\echo 'batches, one transaction each (resumable), pausing between batches to'
+\echo 'leave room for the applications. A progress line every 5 seconds:'
+\echo
+\set VERBOSITY default
 CREATE TABLE v1.mailboxes (
 	id			serial PRIMARY KEY,
 	address		varchar(254) NOT NULL,
@@ -140,31 +303,56 @@ CREATE TABLE v2.mailboxes (
 	state		text NOT NULL);
 INSERT INTO v1.mailboxes (address, quota, is_active)
 SELECT 'user' || g || '@example.org', 512 * (1 + g % 4), g % 50 <> 0 FROM generate_series(1, 200000) g;
+SET client_min_messages = warning;
 SELECT mailsync.link('mailboxes', 'v1.mailboxes', 'v2.mailboxes', $${
 	"id": "id", "email": "address",
-	"quota_bytes": {"up": "legacy.quota::bigint * 1048576", "down": "(current.quota_bytes / 1048576)::integer",
-					"to": "quota"},
+	"quota_bytes": {"up": "legacy.quota::bigint * 1048576",
+	                "down": "(current.quota_bytes / 1048576)::integer", "to": "quota"},
 	"state": {"up": "CASE WHEN legacy.is_active THEN 'active' ELSE 'disabled' END",
-			  "down": "current.state = 'active'", "to": "is_active"}}$$);
-SELECT missing_in_current, missing_in_legacy, differs FROM mailsync.verify_summary('mailboxes');
-CALL mailsync.backfill('mailboxes', batch_size => 20000);
-SELECT missing_in_current, missing_in_legacy, differs FROM mailsync.verify_summary('mailboxes');
-SELECT name, backfill, backfill_percent, verified_at IS NOT NULL AS verified, drift, problem
-FROM mailsync.status() WHERE name = 'mailboxes';
+	          "down": "current.state = 'active'", "to": "is_active"}}$$) \gset
+RESET client_min_messages;
+-- The applications: another session, 2 seconds into the backfill.
+\setenv PGHOST :HOST
+\setenv PGPORT :PORT
+\setenv PGDATABASE :DBNAME
+\setenv PGUSER :USER
+\! (sleep 2; psql -X -q -e -P pager=off -P footer=off -v ON_ERROR_STOP=1 -c "UPDATE v1.mailboxes SET quota = 8192 WHERE id = 150000" -c "INSERT INTO v2.mailboxes (email, quota_bytes, state) VALUES ('new.hire@example.org', 2147483648, 'active')" -c "DELETE FROM v1.mailboxes WHERE id = 10" -c "SELECT name, backfill, backfill_position, backfill_percent, problem FROM mailsync.status() WHERE name = 'mailboxes'" 2>&1 | sed 's/^/    | /') &
+\set ECHO queries
+CALL mailsync.backfill('mailboxes', batch_size => 8000, pause => '0.45s');
 \set ECHO none
 \echo
-\echo 'A maintenance script with the triggers off (session_replication_role ='
-\echo 'replica, as restore tools run) disables two mailboxes in 1.x and deletes'
-\echo 'one in 2.x. verify names each drifted key; repair makes 2.x match 1.x.'
+\echo 'Above, indented: the applications, in another session two seconds in,'
+\echo 'updated a mailbox the backfill had not reached yet, created one in v2'
+\echo 'and deleted one it had copied already. All three are in place:'
 \echo
 \set ECHO queries
+SELECT id, email, quota_bytes, state FROM v2.mailboxes WHERE id IN (10, 150000, 200001);
+SELECT id, address, quota, is_active FROM v1.mailboxes WHERE id IN (10, 150000, 200001);
+\set ECHO none
+\echo 'A maintenance script ran with the triggers off (session_replication_role'
+\echo '= replica, as restore tools do): it disabled two mailboxes in v1 and'
+\echo 'deleted one in v2. verify names each drifted key; repair makes v2 match'
+\echo 'v1:'
+\echo
 SET session_replication_role = replica;
 UPDATE v1.mailboxes SET quota = 100, is_active = false WHERE id IN (7, 8);
 DELETE FROM v2.mailboxes WHERE id = 9;
 SET session_replication_role = origin;
+\set ECHO queries
 SELECT * FROM mailsync.verify('mailboxes');
 SELECT * FROM mailsync.repair('mailboxes', 'legacy');
-SELECT count(*) AS drifted_keys FROM mailsync.verify('mailboxes');
 \set ECHO none
+
+-----------------------------------------------------------------------------
+\echo '=== 6. The end of the day: is everything in sync? ==='
 \echo
-\echo 'Done. The cluster is removed now.'
+\echo 'verify compares every link, through its mapping, both tables in full;'
+\echo 'status() is the one view to watch:'
+\echo
+\set ECHO queries
+SELECT l.name, count(v.*) AS drifted_keys
+FROM mailsync.links l LEFT JOIN LATERAL mailsync.verify(l.name) v ON true
+GROUP BY 1 ORDER BY 1;
+SELECT name, legacy, current, triggers_ok, backfill, drift, problem FROM mailsync.status();
+\set ECHO none
+\echo 'No drift, no problem. The cluster is removed now.'

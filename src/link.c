@@ -77,11 +77,11 @@ ms_spi_first_text(int col)
 }
 
 /*
- * ms_column_sequence returns the sequence a column draws its default from:
+ * MsColumnSequence returns the sequence a column draws its default from:
  * its identity sequence, or the sequence of a nextval() default.
  */
-static Oid
-ms_column_sequence(Relation rel, AttrNumber attno, bool *is_identity,
+Oid
+MsColumnSequence(Relation rel, AttrNumber attno, bool *is_identity,
 				   bool *has_default)
 {
 	Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), attno - 1);
@@ -159,8 +159,8 @@ ms_share_key_sequence(MsLinkDef *def)
 	/* the caller holds the locks; the relations are closed again before any DDL */
 	legacy = table_open(def->legacy, NoLock);
 	current = table_open(def->current, NoLock);
-	lseq = ms_column_sequence(legacy, leg_attno, &lid, &ldef);
-	cseq = ms_column_sequence(current, cur_attno, &cid, &cdef);
+	lseq = MsColumnSequence(legacy, leg_attno, &lid, &ldef);
+	cseq = MsColumnSequence(current, cur_attno, &cid, &cdef);
 	table_close(legacy, NoLock);
 	table_close(current, NoLock);
 	if (!OidIsValid(lseq) && !OidIsValid(cseq))
@@ -261,7 +261,19 @@ ms_link_columns(const MsLinkDef *def, bool read)
 
 		if (!d->enabled)
 			continue;
-		if (def->shape)
+		if (def->shape && def->shape->kind == MS_SHAPE_JOIN)
+		{
+			const MsShape *sh = def->shape;
+
+			for (int i = 0; i < sh->nren; i++)
+				cols = lappend(cols, psprintf("%u/%s", relid,
+											  on_legacy ? sh->ren_leg[i] : sh->ren_cur[i]));
+			for (int i = 0; i < sh->njoin; i++)
+				cols = lappend(cols, on_legacy ?
+							   psprintf("%u/%s", sh->join_relid, sh->join_cols[i]) :
+							   psprintf("%u/%s", relid, sh->join_targets[i]));
+		}
+		else if (def->shape)
 		{
 			const MsShape *sh = def->shape;
 
@@ -519,6 +531,15 @@ ms_create_triggers(MsLinkDef *def)
 	};
 	char	   *arg = quote_literal_cstr(def->name);
 
+	/* a join link hears of updates of its joined table too */
+	if (def->shape && def->shape->kind == MS_SHAPE_JOIN && def->dir[MS_UP].enabled)
+		MsSpiExec(psprintf("CREATE TRIGGER %s AFTER %s FOR EACH STATEMENT "
+						   "EXECUTE FUNCTION mailsync.sync_trigger(%s)",
+						   quote_identifier(MsTriggerName(def->name, true, MS_EVENT_UPDATE, false)),
+						   psprintf(events[MS_EVENT_UPDATE], MsQualifiedRelName(def->shape->join_relid)),
+						   arg),
+				  SPI_OK_UTILITY);
+
 	for (int side = MS_UP; side <= MS_DOWN; side++)
 	{
 		char	   *rel;
@@ -680,6 +701,8 @@ mailsync_link(PG_FUNCTION_ARGS)
 	table_close(current, NoLock);
 	ms_check_conflicts(name, legacy_oid, current_oid, def);
 	ms_check_shared_columns(def);
+	if (def->shape && def->shape->kind == MS_SHAPE_JOIN)
+		MsCheckTableOwner(def->shape->join_relid);
 
 	def->replica = replica;
 	if (share_sequence && def->shape == NULL)
@@ -728,7 +751,7 @@ ms_restore_default(Oid legacy, Oid current, Oid seq, Jsonb *replaced)
 	if (rel == NULL)
 		return;
 	attno = get_attnum(relid, col);
-	now_seq = attno > 0 ? ms_column_sequence(rel, attno, &is_identity, &has_default) :
+	now_seq = attno > 0 ? MsColumnSequence(rel, attno, &is_identity, &has_default) :
 		InvalidOid;
 	table_close(rel, NoLock);
 	if (now_seq != seq || is_identity)
@@ -766,6 +789,7 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	char	   *direction;
 	bool		replica;
 	bool		shape;
+	Oid			joined;
 
 	MsCheckNotNullArg(fcinfo, 0, "name", "mailsync.unlink");
 	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
@@ -779,7 +803,10 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 	MsSpiExecWithArgs("SELECT legacy::pg_catalog.oid, current::pg_catalog.oid, "
 					  "shared_sequence::pg_catalog.oid, replaced_default, direction, replica, "
 					  "EXISTS (SELECT FROM pg_catalog.jsonb_each(columns) AS m "
-					  "WHERE pg_catalog.jsonb_typeof(m.value) = 'object' AND (m.value ? 'list' OR m.value ? 'document')) "
+					  "WHERE pg_catalog.jsonb_typeof(m.value) = 'object' AND (m.value ? 'list' OR m.value ? 'document' OR m.value ? 'join')), "
+					  "(SELECT pg_catalog.to_regclass(m.value OPERATOR(pg_catalog.->>) 'join')::pg_catalog.oid "
+					  "FROM pg_catalog.jsonb_each(columns) AS m WHERE pg_catalog.jsonb_typeof(m.value) = 'object' "
+					  "AND m.value ? 'join' LIMIT 1) "
 					  "FROM mailsync.links WHERE name = $1",
 					  1, &argtype, &arg, NULL, SPI_OK_SELECT);
 	if (SPI_processed == 0)
@@ -805,6 +832,10 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 										 SPI_tuptable->tupdesc, 6, &isnull));
 	shape = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 7, &isnull));
+	joined = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 8, &isnull));
+	if (isnull)
+		joined = InvalidOid;
 
 	for (int i = 0; i < 2; i++)
 		if (get_rel_name(rels[i]) != NULL)
@@ -831,6 +862,11 @@ mailsync_unlink(PG_FUNCTION_ARGS)
 						  SPI_OK_UTILITY);
 		}
 	}
+	if (OidIsValid(joined))
+		MsSpiExec(psprintf("DROP TRIGGER IF EXISTS %s ON %s",
+						   quote_identifier(MsTriggerName(name, true, MS_EVENT_UPDATE, false)),
+						   MsQualifiedRelName(joined)),
+				  SPI_OK_UTILITY);
 	if (replaced != NULL)
 		ms_restore_default(rels[0], rels[1], seq, replaced);
 

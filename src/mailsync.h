@@ -101,13 +101,16 @@ typedef struct MsDirection
  * MsShapeKind: how the rows of a link's two tables correspond.  A rows
  * link pairs one row with one row by key; a list link pairs a parent row
  * whose column holds a delimited list with one child row per element; a
- * document link pairs key/value rows with the entries of a jsonb document.
+ * document link pairs key/value rows with the entries of a jsonb document;
+ * a join link pairs rows by key, some current columns living in a row of
+ * a third table that the legacy row references.
  */
 typedef enum MsShapeKind
 {
 	MS_SHAPE_ROWS = 0,
 	MS_SHAPE_LIST,
-	MS_SHAPE_DOCUMENT
+	MS_SHAPE_DOCUMENT,
+	MS_SHAPE_JOIN
 } MsShapeKind;
 
 /*
@@ -123,6 +126,16 @@ typedef struct MsShape
 	char	   *value_column;	/* legacy column of a setting's value */
 	char	   *separator;		/* list separator */
 	char	   *config;			/* document options, normalised JSON */
+	Oid			join_relid;		/* join: the joined table */
+	char	   *via;			/* join: legacy column referencing it */
+	char	   *join_key;		/* join: its key column */
+	Oid			join_seq;		/* join: the sequence of that key */
+	int			njoin;
+	char	  **join_cols;		/* join: joined table columns */
+	char	  **join_targets;	/* join: the current columns they are */
+	int			nren;
+	char	  **ren_cur;		/* join: other renamed columns, current */
+	char	  **ren_leg;		/* and legacy */
 } MsShape;
 
 /*
@@ -225,6 +238,8 @@ extern AttrNumber MsLookupColumn(Relation rel, const char *colname, int side,
 
 /* link.c */
 extern MsLinkDef *MsLoadLink(const char *name, bool from_trigger);
+extern Oid	MsColumnSequence(Relation rel, AttrNumber attno, bool *is_identity,
+							 bool *has_default);
 extern void MsPushLinkContext(ErrorContextCallback *cb, const char *link);
 extern void MsPopLinkContext(ErrorContextCallback *cb);
 
@@ -251,9 +266,9 @@ extern char *MsSqlRepair(const MsDirection *d, const char *src_side,
 
 /* shape.c */
 extern void MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
-						   MsShapeKind kind, const char *column,
-						   JsonbValue *spec, List *renames, List *key,
-						   StringInfo json);
+						   MsShapeKind kind, List *shaped, List *renames,
+						   List *key, StringInfo json);
+extern char *MsShapeJoinSql(const MsLinkDef *def);
 extern char *MsShapeTriggerSql(const MsLinkDef *def, int side, MsEvent event);
 extern char *MsShapeVerifySql(const MsLinkDef *def);
 extern char *MsShapeRepairSql(const MsLinkDef *def, int side);

@@ -360,9 +360,10 @@ ms_parse_entry(char *column, JsonbValue *v)
 						 column)));
 
 	/* a list or a document: its own object, checked with the shape */
-	for (int s = MS_SHAPE_LIST; s <= MS_SHAPE_DOCUMENT; s++)
+	for (int s = MS_SHAPE_LIST; s <= MS_SHAPE_JOIN; s++)
 	{
-		const char *word = s == MS_SHAPE_LIST ? "list" : "document";
+		const char *word = s == MS_SHAPE_LIST ? "list" :
+			s == MS_SHAPE_DOCUMENT ? "document" : "join";
 
 		if (getKeyJsonValueFromContainer(v->val.binary.data, word,
 										 strlen(word), NULL) != NULL)
@@ -406,7 +407,7 @@ ms_parse_entry(char *column, JsonbValue *v)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("mapping for column \"%s\" has unknown key \"%s\"",
 							column, field),
-					 errhint("A mapping object takes \"up\", \"down\" and \"to\"; \"from\" and \"map\"; \"list\"; or \"document\".")));
+					 errhint("A mapping object takes \"up\", \"down\" and \"to\"; \"from\" and \"map\"; \"list\"; \"document\"; or \"join\".")));
 	}
 
 	if (e->from || e->map.type == jbvBinary)
@@ -851,45 +852,50 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 	initStringInfo(&json);
 	appendStringInfoChar(&json, '{');
 
-	/* a list or document link: its own validation, keys as renames */
+	/* a list, document or join link: its own validation, renames beside */
 	{
 		MsMapEntry *shape = NULL;
 		List	   *renames = NIL;
+		List	   *shaped = NIL;
+		const char *what;
 
 		foreach(lc, entries)
 		{
 			MsMapEntry *e = (MsMapEntry *) lfirst(lc);
 
-			if (e->shape != MS_SHAPE_ROWS && shape != NULL)
+			if (e->shape == MS_SHAPE_ROWS)
+				continue;
+			if (shape != NULL && (e->shape != MS_SHAPE_JOIN || shape->shape != MS_SHAPE_JOIN))
 				ereport(ERROR,
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("columns \"%s\" and \"%s\" are both a list or a document", shape->column, e->column),
-						 errhint("A link has at most one list or document mapping; make a link for each.")));
-			if (e->shape != MS_SHAPE_ROWS)
-				shape = e;
+						 errmsg("columns \"%s\" and \"%s\" are two shapes of one link", shape->column, e->column),
+						 errhint("A link has at most one list or document mapping, and no other shape beside it; make a link for each.")));
+			shape = e;
+			shaped = lappend(shaped, list_make2(e->column, &e->spec));
 		}
 		if (shape != NULL)
 		{
+			what = shape->shape == MS_SHAPE_LIST ? "list" :
+				shape->shape == MS_SHAPE_DOCUMENT ? "document" : "join";
 			foreach(lc, entries)
 			{
 				MsMapEntry *e = (MsMapEntry *) lfirst(lc);
 
-				if (e == shape)
+				if (e->shape != MS_SHAPE_ROWS)
 					continue;
 				if (e->rename == NULL)
 					ereport(ERROR,
 							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("column \"%s\" is mapped by an expression in a %s link", e->column,
-									shape->shape == MS_SHAPE_LIST ? "list" : "document"),
-							 errhint("Besides the list or document, a link of that shape maps only its key columns, each by name.")));
+							 errmsg("column \"%s\" is mapped by an expression in a %s link", e->column, what),
+							 errhint("Beside a list, a document or joined columns, a link maps columns by name only.")));
 				renames = lappend(renames, list_make2(e->column, e->rename));
 				escape_json(&json, e->column);
 				appendStringInfoString(&json, ": ");
 				escape_json(&json, e->rename);
 				appendStringInfoString(&json, ", ");
 			}
-			MsCompileShape(def, legacy, current, shape->shape, shape->column,
-						   &shape->spec, renames, key, &json);
+			MsCompileShape(def, legacy, current, shape->shape, shaped,
+						   renames, key, &json);
 			appendStringInfoChar(&json, '}');
 			def->columns = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,
 															  CStringGetDatum(json.data)));

@@ -27,7 +27,13 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "nodes/makefuncs.h"
+#include "utils/regproc.h"
+#include "utils/varlena.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "parser/parse_coerce.h"
@@ -146,6 +152,226 @@ ms_check_shape_not_null(Relation rel, int side, int nwritten,
 }
 
 /*
+ * ms_compile_join validates a link whose current table has columns that
+ * live, on the legacy side, in a row of a third table the legacy row
+ * references: {"join": "v1.objectdates", "via": "dates_id", "column":
+ * "creation"} (column defaults to the current column's name).  Every
+ * joined column of a link comes from one table through one column; the
+ * other mappings are renames.
+ */
+static void
+ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
+				List *shaped, List *renames, List *key, StringInfo json)
+{
+	static const char *const join_fields[] = {"join", "via", "column", NULL};
+	MsShape    *sh = palloc0(sizeof(MsShape));
+	char	   *join_name = NULL;
+	Relation	jrel;
+	Oid			pk;
+	AttrNumber	jkey;
+	AttrNumber	via;
+	AttrNumber *cur_written;
+	AttrNumber *leg_written;
+	int			ncur = 0;
+	int			nleg = 0;
+	ListCell   *lc;
+	int			i = 0;
+	bool		is_identity;
+	bool		has_default;
+
+	sh->kind = MS_SHAPE_JOIN;
+	sh->njoin = list_length(shaped);
+	sh->join_cols = palloc(sizeof(char *) * sh->njoin);
+	sh->join_targets = palloc(sizeof(char *) * sh->njoin);
+	foreach(lc, shaped)
+	{
+		const char *column = (const char *) linitial((List *) lfirst(lc));
+		JsonbContainer *obj = ((JsonbValue *) lsecond((List *) lfirst(lc)))->val.binary.data;
+		char	   *table;
+		char	   *v;
+
+		ms_check_fields(obj, column, join_fields,
+						"A joined column is {\"join\": \"schema.table\", \"via\": \"legacy_column\", \"column\": \"its column\"}.");
+		table = ms_spec_string(obj, "join", column, NULL);
+		v = ms_spec_string(obj, "via", column, NULL);
+		if (v == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("joined column \"%s\" has no \"via\"", column),
+					 errhint("Name the legacy column that references the joined table's key, as \"via\": \"dates_id\".")));
+		if (join_name == NULL)
+		{
+			join_name = table;
+			sh->via = v;
+		}
+		else if (strcmp(join_name, table) != 0 || strcmp(sh->via, v) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("joined columns \"%s\" and \"%s\" come from different tables or through different columns",
+							sh->join_targets[0], column),
+					 errhint("A link joins one table through one column; link another pair for another.")));
+		sh->join_targets[i] = pstrdup(column);
+		sh->join_cols[i] = ms_spec_string(obj, "column", column, column);
+		i++;
+	}
+
+	/* the joined table: named like a table in SQL, resolved now */
+	sh->join_relid = RangeVarGetRelid(makeRangeVarFromNameList(stringToQualifiedNameList(join_name)),
+									  NoLock, true);
+	if (!OidIsValid(sh->join_relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("joined table \"%s\" does not exist", join_name),
+				 errhint("Name it with its schema, as \"v1.objectdates\".")));
+	if (sh->join_relid == def->legacy || sh->join_relid == def->current)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("joined table \"%s\" is a table of the link itself", join_name),
+				 errhint("The joined table is a third table that the legacy row references.")));
+	jrel = table_open(sh->join_relid, AccessShareLock);
+	MsCheckLinkableTable(jrel, "joined");
+	pk = RelationGetPrimaryKeyIndex(jrel);
+	jkey = InvalidAttrNumber;
+	if (OidIsValid(pk))
+	{
+		Relation	idx = index_open(pk, AccessShareLock);
+
+		if (idx->rd_index->indnkeyatts == 1)
+			jkey = idx->rd_index->indkey.values[0];
+		index_close(idx, AccessShareLock);
+	}
+	if (jkey == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("joined table \"%s\" has no primary key of one column",
+						MsRelDisplayName(sh->join_relid)),
+				 errhint("The legacy column \"%s\" must reference a one-column primary key.", sh->via)));
+	sh->join_key = pstrdup(get_attname(sh->join_relid, jkey, false));
+	sh->join_seq = MsColumnSequence(jrel, jkey, &is_identity, &has_default);
+	if (!OidIsValid(sh->join_seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("key column \"%s\" of joined table \"%s\" does not draw from a sequence",
+						sh->join_key, MsRelDisplayName(sh->join_relid)),
+				 errhint("Rows written through the current table need new joined rows: make the key serial or an identity column.")));
+	for (i = 0; i < sh->njoin; i++)
+	{
+		MsLookupColumn(jrel, sh->join_cols[i], MS_LEGACY_SIDE,
+					   "\"column\" names a column of the joined table.");
+		MsLookupColumn(current, sh->join_targets[i], MS_CURRENT_SIDE,
+					   "The keys of \"columns\" name columns of the current table.");
+	}
+	table_close(jrel, NoLock);
+	via = MsLookupColumn(legacy, sh->via, MS_LEGACY_SIDE,
+						 "\"via\" names the legacy column that references the joined table.");
+
+	/* the key, as a rows link has it: default the current primary key */
+	if (key == NIL)
+	{
+		Oid			cpk = RelationGetPrimaryKeyIndex(current);
+		Relation	idx;
+
+		if (!OidIsValid(cpk))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("current table \"%s\" has no primary key", MsRelDisplayName(def->current)),
+					 errhint("Pass key => ARRAY['column', ...].")));
+		idx = index_open(cpk, AccessShareLock);
+		for (int k = 0; k < idx->rd_index->indnkeyatts; k++)
+			key = lappend(key, get_attname(def->current, idx->rd_index->indkey.values[k], false));
+		index_close(idx, AccessShareLock);
+	}
+	def->nkeys = list_length(key);
+	def->key = palloc(sizeof(char *) * def->nkeys);
+	def->legacy_key = palloc(sizeof(char *) * def->nkeys);
+	sh->ren_cur = palloc(sizeof(char *) * (list_length(renames) + 1));
+	sh->ren_leg = palloc(sizeof(char *) * (list_length(renames) + 1));
+	cur_written = palloc(sizeof(AttrNumber) * (list_length(renames) + sh->njoin + 1));
+	leg_written = palloc(sizeof(AttrNumber) * (list_length(renames) + 2));
+	foreach(lc, renames)
+	{
+		char	   *cur = (char *) linitial((List *) lfirst(lc));
+		char	   *leg = (char *) lsecond((List *) lfirst(lc));
+		bool		in_key = false;
+		ListCell   *lc2;
+
+		cur_written[ncur++] = MsLookupColumn(current, cur, MS_CURRENT_SIDE,
+											 "The keys of \"columns\" name columns of the current table.");
+		leg_written[nleg++] = MsLookupColumn(legacy, leg, MS_LEGACY_SIDE,
+											 "Renames name columns of the legacy table.");
+		if (leg_written[nleg - 1] == via)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("legacy column \"%s\" is both mapped and the reference to the joined table", leg)));
+		foreach(lc2, key)
+			in_key = in_key || strcmp((char *) lfirst(lc2), cur) == 0;
+		if (!in_key)
+		{
+			sh->ren_cur[sh->nren] = cur;
+			sh->ren_leg[sh->nren++] = leg;
+		}
+	}
+	i = 0;
+	foreach(lc, key)
+	{
+		char	   *col = (char *) lfirst(lc);
+		ListCell   *lc2;
+
+		def->key[i] = NULL;
+		foreach(lc2, renames)
+			if (strcmp((char *) linitial((List *) lfirst(lc2)), col) == 0)
+			{
+				def->key[i] = col;
+				def->legacy_key[i] = (char *) lsecond((List *) lfirst(lc2));
+			}
+		if (def->key[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("key column \"%s\" is not mapped", col),
+					 errhint("Add \"%s\": \"<legacy column>\" to columns.", col)));
+		i++;
+	}
+	for (int side = MS_LEGACY_SIDE; side <= MS_CURRENT_SIDE; side++)
+	{
+		Relation	rel = side == MS_LEGACY_SIDE ? legacy : current;
+		char	  **names = side == MS_LEGACY_SIDE ? def->legacy_key : def->key;
+		AttrNumber *attnos = palloc(sizeof(AttrNumber) * def->nkeys);
+		Oid		   *eqops = palloc(sizeof(Oid) * def->nkeys);
+
+		for (int k = 0; k < def->nkeys; k++)
+			attnos[k] = get_attnum(RelationGetRelid(rel), names[k]);
+		if (!OidIsValid(MsFindKeyIndex(rel, def->nkeys, attnos, eqops)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("no unique index on %s table \"%s\" covers exactly the key",
+							side_name[side], MsRelDisplayName(RelationGetRelid(rel))),
+					 errhint("Create a unique index on exactly the key columns of %s.",
+							 MsQualifiedRelName(RelationGetRelid(rel)))));
+	}
+	for (i = 0; i < sh->njoin; i++)
+		cur_written[ncur++] = get_attnum(def->current, sh->join_targets[i]);
+	leg_written[nleg++] = via;
+	if (strcmp(def->direction, "down") != 0)
+		ms_check_shape_not_null(current, MS_CURRENT_SIDE, ncur, cur_written);
+	if (strcmp(def->direction, "up") != 0)
+		ms_check_shape_not_null(legacy, MS_LEGACY_SIDE, nleg, leg_written);
+	def->shape = sh;
+
+	for (i = 0; i < sh->njoin; i++)
+	{
+		appendStringInfoString(json, i ? ", " : "");
+		escape_json(json, sh->join_targets[i]);
+		appendStringInfoString(json, ": {\"join\": ");
+		escape_json(json, MsQualifiedRelName(sh->join_relid));
+		appendStringInfoString(json, ", \"via\": ");
+		escape_json(json, sh->via);
+		appendStringInfoString(json, ", \"column\": ");
+		escape_json(json, sh->join_cols[i]);
+		appendStringInfoChar(json, '}');
+	}
+}
+
+/*
  * MsCompileShape validates a list or document link and fills in def.
  * renames lists the other mappings, each list_make2(current, legacy);
  * they must be exactly the key.  The normalised mapping is appended to
@@ -153,13 +379,15 @@ ms_check_shape_not_null(Relation rel, int side, int nwritten,
  */
 void
 MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
-			   MsShapeKind kind, const char *column, JsonbValue *spec,
-			   List *renames, List *key, StringInfo json)
+			   MsShapeKind kind, List *shaped, List *renames, List *key,
+			   StringInfo json)
 {
 	static const char *const list_fields[] = {"list", "separator", NULL};
 	static const char *const doc_fields[] = {"document", NULL};
 	MemoryContext cxt = CurrentMemoryContext;
 	MsShape    *shape = palloc0(sizeof(MsShape));
+	const char *column = (const char *) linitial((List *) linitial(shaped));
+	JsonbValue *spec = (JsonbValue *) lsecond((List *) linitial(shaped));
 	JsonbContainer *obj = spec->val.binary.data;
 	const char *what = kind == MS_SHAPE_LIST ? "list" : "document";
 	AttrNumber	col_attno;
@@ -170,6 +398,11 @@ MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
 	ListCell   *lc;
 	int			i;
 
+	if (kind == MS_SHAPE_JOIN)
+	{
+		ms_compile_join(def, legacy, current, shaped, renames, key, json);
+		return;
+	}
 	shape->kind = kind;
 	shape->column = pstrdup(column);
 	col_attno = MsLookupColumn(current, column, MS_CURRENT_SIDE,
@@ -370,6 +603,11 @@ MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
  * SQL builders
  * ---------------------------------------------------------------------
  */
+
+static char *ms_join_trigger_sql(const MsLinkDef *def, int side, MsEvent event);
+static char *ms_join_up(const MsLinkDef *def, const char *rows, bool counts);
+static char *ms_join_down(const MsLinkDef *def, const char *rows, bool all);
+static char *ms_join_verify_sql(const MsLinkDef *def);
 
 /*
  * ms_key_cols returns "a.k1, a.k2" for key names (alias may be NULL), or
@@ -713,6 +951,8 @@ MsShapeTriggerSql(const MsLinkDef *def, int side, MsEvent event)
 	char	   *oldrows = ms_source(src, MS_OLD_TABLE, has_old);
 	char	   *cfg = sh->kind == MS_SHAPE_DOCUMENT ? ms_cfg(def) : NULL;
 
+	if (sh->kind == MS_SHAPE_JOIN)
+		return ms_join_trigger_sql(def, side, event);
 	if (event == MS_EVENT_TRUNCATE)
 	{
 		if (sh->kind == MS_SHAPE_LIST && side == MS_UP)
@@ -756,6 +996,10 @@ MsShapeRepairSql(const MsLinkDef *def, int side)
 	char	   *legacy = psprintf("ONLY %s", MsQualifiedRelName(def->legacy));
 	char	   *current = psprintf("ONLY %s", MsQualifiedRelName(def->current));
 	char	   *none = ms_source(def->legacy, NULL, false);
+
+	if (sh->kind == MS_SHAPE_JOIN)
+		return side == MS_UP ? ms_join_up(def, legacy, true) :
+			ms_join_down(def, current, true);
 
 	if (sh->kind == MS_SHAPE_LIST)
 		return side == MS_UP ? ms_list_up(def, legacy, none, false, true) :
@@ -819,6 +1063,8 @@ MsShapeVerifySql(const MsLinkDef *def)
 	StringInfoData key;
 	StringInfoData buf;
 
+	if (sh->kind == MS_SHAPE_JOIN)
+		return ms_join_verify_sql(def);
 	initStringInfo(&key);
 	appendStringInfoString(&key, "pg_catalog.jsonb_build_object(");
 	for (int k = 0; k < n; k++)
@@ -865,5 +1111,284 @@ MsShapeVerifySql(const MsLinkDef *def)
 						 ms_doc_flat(def, legacy, true, cfg), ms_doc_flat(def, current, false, cfg),
 						 ms_key_match("l", NULL, "c", n));
 	}
+	return buf.data;
+}
+
+/* ---------------------------------------------------------------------
+ * Join links
+ * ---------------------------------------------------------------------
+ */
+
+/*
+ * ms_cols returns "a.x, a.y" (alias may be NULL), or "a.x AS v1, ..." with
+ * as_v.
+ */
+static char *
+ms_cols(const char *alias, char **names, int n, bool as_v, int first_v)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < n; i++)
+	{
+		appendStringInfoString(&buf, i ? ", " : "");
+		if (alias)
+			appendStringInfo(&buf, "%s.", alias);
+		appendStringInfoString(&buf, quote_identifier(names[i]));
+		if (as_v)
+			appendStringInfo(&buf, " AS v%d", first_v + i);
+	}
+	return buf.data;
+}
+
+/* the sequence of the joined table's key, for new joined rows */
+static char *
+ms_join_nextval(const MsShape *sh)
+{
+	return psprintf("pg_catalog.nextval(CAST(%u AS pg_catalog.regclass))", sh->join_seq);
+}
+
+/*
+ * ms_join_rekey returns the statement that carries the key changes of an
+ * UPDATE to the other table: the statement's OLD and NEW rows, paired in
+ * the order the transition tables hold them, rewrite the other table's
+ * key from the old value to the new.
+ */
+static char *
+ms_join_rekey(const MsLinkDef *def, int side)
+{
+	int			n = def->nkeys;
+	char	  **src = side == MS_UP ? def->legacy_key : def->key;
+	char	  **dst = side == MS_UP ? def->key : def->legacy_key;
+	Oid			dst_relid = side == MS_UP ? def->current : def->legacy;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "UPDATE ONLY %s AS t SET (%s) = ROW(",
+					 MsQualifiedRelName(dst_relid), ms_cols(NULL, dst, n, false, 0));
+	for (int k = 0; k < n; k++)
+		appendStringInfo(&buf, "%sp.n%d", k ? ", " : "", k + 1);
+	appendStringInfoString(&buf, ") FROM (SELECT ");
+	for (int k = 0; k < n; k++)
+		appendStringInfo(&buf, "%so.%s AS o%d, n.%s AS n%d", k ? ", " : "",
+						 quote_identifier(src[k]), k + 1, quote_identifier(src[k]), k + 1);
+	appendStringInfo(&buf, " FROM (SELECT pg_catalog.row_number() OVER () AS ms_rn, x.* FROM %s AS x) AS o "
+					 "JOIN (SELECT pg_catalog.row_number() OVER () AS ms_rn, x.* FROM %s AS x) AS n "
+					 "ON o.ms_rn = n.ms_rn WHERE ROW(%s) IS DISTINCT FROM ROW(%s)) AS p WHERE ",
+					 MS_OLD_TABLE, MS_NEW_TABLE, ms_cols("o", src, n, false, 0),
+					 ms_cols("n", src, n, false, 0));
+	for (int k = 0; k < n; k++)
+		appendStringInfo(&buf, "%st.%s = p.o%d", k ? " AND " : "", quote_identifier(dst[k]), k + 1);
+	return buf.data;
+}
+
+/*
+ * ms_join_up returns the upsert of legacy rows (rows, a relation) into
+ * the current table, their joined columns read through the reference.
+ * With counts it returns (inserted, updated, 0).
+ */
+static char *
+ms_join_up(const MsLinkDef *def, const char *rows, bool counts)
+{
+	const MsShape *sh = def->shape;
+	int			n = def->nkeys;
+	StringInfoData buf;
+	char	   *cur_cols = psprintf("%s%s%s", ms_cols(NULL, sh->ren_cur, sh->nren, false, 0),
+									sh->nren ? ", " : "", ms_cols(NULL, sh->join_targets, sh->njoin, false, 0));
+
+	initStringInfo(&buf);
+	if (counts)
+		appendStringInfoString(&buf, "WITH ins AS (");
+	appendStringInfo(&buf, "INSERT INTO %s AS t (%s, %s) SELECT %s, %s%s%s FROM %s AS l "
+					 "LEFT JOIN ONLY %s AS j ON j.%s = l.%s ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s) "
+					 "WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
+					 MsQualifiedRelName(def->current), ms_cols(NULL, def->key, n, false, 0), cur_cols,
+					 ms_cols("l", def->legacy_key, n, false, 0),
+					 ms_cols("l", sh->ren_leg, sh->nren, false, 0), sh->nren ? ", " : "",
+					 ms_cols("j", sh->join_cols, sh->njoin, false, 0), rows,
+					 MsQualifiedRelName(sh->join_relid), quote_identifier(sh->join_key),
+					 quote_identifier(sh->via), ms_cols(NULL, def->key, n, false, 0), cur_cols,
+					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, false, 0),
+							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, false, 0)),
+					 psprintf("%s%s%s", ms_cols("t", sh->ren_cur, sh->nren, false, 0),
+							  sh->nren ? ", " : "", ms_cols("t", sh->join_targets, sh->njoin, false, 0)),
+					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, false, 0),
+							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, false, 0)));
+	if (counts)
+		appendStringInfo(&buf, " RETURNING t.xmax OPERATOR(pg_catalog.=) 0 AS fresh), "
+						 "del AS (DELETE FROM ONLY %s AS t WHERE NOT EXISTS (SELECT FROM ONLY %s AS l WHERE %s) RETURNING 1) "
+						 "SELECT (SELECT pg_catalog.count(*) FROM ins WHERE fresh), "
+						 "(SELECT pg_catalog.count(*) FROM ins WHERE NOT fresh), (SELECT pg_catalog.count(*) FROM del)",
+						 MsQualifiedRelName(def->current), MsQualifiedRelName(def->legacy),
+						 ms_same_key("l", def->legacy_key, "t", def->key, n));
+	return buf.data;
+}
+
+/*
+ * ms_join_down returns what carries current rows (rows, a relation) to
+ * the legacy table and the joined table: new keys get a new joined row
+ * and a legacy row that references it; existing ones have their renamed
+ * columns and their joined row rewritten where they differ.  With all
+ * (repair), legacy rows the current table lacks are deleted and the
+ * statement returns (inserted, updated, deleted).
+ */
+static char *
+ms_join_down(const MsLinkDef *def, const char *rows, bool all)
+{
+	const MsShape *sh = def->shape;
+	int			n = def->nkeys;
+	char	   *legacy = MsQualifiedRelName(def->legacy);
+	char	   *joined = MsQualifiedRelName(sh->join_relid);
+	char	   *jkey = (char *) quote_identifier(sh->join_key);
+	char	   *via = (char *) quote_identifier(sh->via);
+	StringInfoData buf;
+
+	/* first, legacy rows that reference no joined row get one */
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "WITH src AS MATERIALIZED (SELECT %s, %s AS ms_jid, %s FROM %s AS c JOIN ONLY %s AS l ON %s "
+					 "WHERE l.%s IS NULL), j AS (INSERT INTO %s (%s, %s) SELECT s.ms_jid, %s FROM src AS s) "
+					 "UPDATE ONLY %s AS t SET %s = s.ms_jid FROM src AS s WHERE %s; ",
+					 ms_key_cols("l", def->legacy_key, n, true), ms_join_nextval(sh),
+					 ms_cols("c", sh->join_targets, sh->njoin, false, 0), rows, legacy,
+					 ms_same_key("l", def->legacy_key, "c", def->key, n), via,
+					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
+					 ms_cols("s", sh->join_targets, sh->njoin, false, 0), legacy, via,
+					 psprintf("%strue", ms_key_match("t", def->legacy_key, "s", n)));
+	appendStringInfo(&buf, "WITH src AS MATERIALIZED (SELECT c.*, %s AS ms_jid FROM %s AS c "
+					 "WHERE NOT EXISTS (SELECT FROM ONLY %s AS l WHERE %s)), "
+					 "j AS (INSERT INTO %s (%s, %s) SELECT c.ms_jid, %s FROM src AS c RETURNING 1), "
+					 "ins AS (INSERT INTO %s (%s%s%s, %s) SELECT %s%s%s, c.ms_jid FROM src AS c RETURNING 1)",
+					 ms_join_nextval(sh), rows, legacy, ms_same_key("l", def->legacy_key, "c", def->key, n),
+					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, false, 0),
+					 legacy, ms_cols(NULL, def->legacy_key, n, false, 0), sh->nren ? ", " : "",
+					 ms_cols(NULL, sh->ren_leg, sh->nren, false, 0), via,
+					 ms_cols("c", def->key, n, false, 0), sh->nren ? ", " : "",
+					 ms_cols("c", sh->ren_cur, sh->nren, false, 0));
+	if (sh->nren > 0)
+		appendStringInfo(&buf, ", updl AS (UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS c "
+						 "WHERE %s AND ROW(%s) IS DISTINCT FROM ROW(%s) RETURNING 1)",
+						 legacy, ms_cols(NULL, sh->ren_leg, sh->nren, false, 0),
+						 ms_cols("c", sh->ren_cur, sh->nren, false, 0), rows,
+						 ms_same_key("t", def->legacy_key, "c", def->key, n),
+						 ms_cols("t", sh->ren_leg, sh->nren, false, 0),
+						 ms_cols("c", sh->ren_cur, sh->nren, false, 0));
+	appendStringInfo(&buf, ", updj AS (UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS c JOIN ONLY %s AS l ON %s "
+					 "WHERE t.%s = l.%s AND ROW(%s) IS DISTINCT FROM ROW(%s) RETURNING 1)",
+					 joined, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, false, 0), rows, legacy,
+					 ms_same_key("l", def->legacy_key, "c", def->key, n), jkey, via,
+					 ms_cols("t", sh->join_cols, sh->njoin, false, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, false, 0));
+	if (all)
+		appendStringInfo(&buf, ", del AS (DELETE FROM ONLY %s AS t WHERE NOT EXISTS (SELECT FROM %s AS c WHERE %s) RETURNING 1)",
+						 legacy, rows, ms_same_key("c", def->key, "t", def->legacy_key, n));
+	appendStringInfo(&buf, " SELECT (SELECT pg_catalog.count(*) FROM ins), %s(SELECT pg_catalog.count(*) FROM updj), %s",
+					 sh->nren ? "(SELECT pg_catalog.count(*) FROM updl) + " : "",
+					 all ? "(SELECT pg_catalog.count(*) FROM del)" : "0::pg_catalog.int8");
+
+	return buf.data;
+}
+
+/*
+ * ms_join_trigger_sql returns what a join link runs for one event on the
+ * source table of side.
+ */
+static char *
+ms_join_trigger_sql(const MsLinkDef *def, int side, MsEvent event)
+{
+	Oid			dst = side == MS_UP ? def->current : def->legacy;
+	char	  **src_key = side == MS_UP ? def->legacy_key : def->key;
+	char	  **dst_key = side == MS_UP ? def->key : def->legacy_key;
+
+	switch (event)
+	{
+		case MS_EVENT_TRUNCATE:
+			return psprintf("DELETE FROM ONLY %s", MsQualifiedRelName(dst));
+		case MS_EVENT_DELETE:
+			return psprintf("DELETE FROM ONLY %s AS t USING %s AS s WHERE %s",
+							MsQualifiedRelName(dst), MS_OLD_TABLE,
+							ms_same_key("t", dst_key, "s", src_key, def->nkeys));
+		case MS_EVENT_INSERT:
+			return side == MS_UP ? ms_join_up(def, MS_NEW_TABLE, false) :
+				ms_join_down(def, MS_NEW_TABLE, false);
+		case MS_EVENT_UPDATE:
+			return psprintf("%s; %s", ms_join_rekey(def, side),
+							side == MS_UP ? ms_join_up(def, MS_NEW_TABLE, false) :
+							ms_join_down(def, MS_NEW_TABLE, false));
+	}
+	return NULL;				/* keep compiler quiet */
+}
+
+/*
+ * MsShapeJoinSql returns what a join link runs for an UPDATE of the joined
+ * table: the current rows whose legacy rows reference a changed joined
+ * row get its values.
+ */
+char *
+MsShapeJoinSql(const MsLinkDef *def)
+{
+	const MsShape *sh = def->shape;
+
+	return psprintf("UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS n JOIN ONLY %s AS l ON l.%s = n.%s "
+					"WHERE %s AND ROW(%s) IS DISTINCT FROM ROW(%s)",
+					MsQualifiedRelName(def->current),
+					ms_cols(NULL, sh->join_targets, sh->njoin, false, 0),
+					ms_cols("n", sh->join_cols, sh->njoin, false, 0), MS_NEW_TABLE,
+					MsQualifiedRelName(def->legacy), quote_identifier(sh->via),
+					quote_identifier(sh->join_key),
+					ms_same_key("t", def->key, "l", def->legacy_key, def->nkeys),
+					ms_cols("t", sh->join_targets, sh->njoin, false, 0),
+					ms_cols("n", sh->join_cols, sh->njoin, false, 0));
+}
+
+/*
+ * ms_join_verify_sql returns verify's query of a join link: the key, the
+ * problem, and each side's renamed and joined columns.
+ */
+static char *
+ms_join_verify_sql(const MsLinkDef *def)
+{
+	const MsShape *sh = def->shape;
+	int			n = def->nkeys;
+	int			nv = sh->nren + sh->njoin;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_object(");
+	for (int k = 0; k < n; k++)
+		appendStringInfo(&buf, "%s%s, COALESCE(l.k%d, c.k%d)", k ? ", " : "",
+						 quote_literal_cstr(def->key[k]), k + 1, k + 1);
+	appendStringInfoString(&buf, "), CASE WHEN c.k1 IS NULL THEN 'missing in current' "
+						   "WHEN l.k1 IS NULL THEN 'missing in legacy' ELSE 'differs' END");
+	for (int s = 0; s < 2; s++)
+	{
+		const char *a = s == 0 ? "l" : "c";
+
+		appendStringInfo(&buf, ", CASE WHEN %s.k1 IS NOT NULL THEN pg_catalog.jsonb_build_object(", a);
+		for (int v = 0; v < nv; v++)
+			appendStringInfo(&buf, "%s%s, %s.v%d", v ? ", " : "",
+							 quote_literal_cstr(v < sh->nren ? sh->ren_cur[v] : sh->join_targets[v - sh->nren]),
+							 a, v + 1);
+		appendStringInfoString(&buf, ") END");
+	}
+	appendStringInfo(&buf, " FROM (SELECT %s, %s%s%s FROM ONLY %s AS l LEFT JOIN ONLY %s AS j ON j.%s = l.%s) AS l",
+					 ms_key_cols("l", def->legacy_key, n, true),
+					 ms_cols("l", sh->ren_leg, sh->nren, true, 1), sh->nren ? ", " : "",
+					 ms_cols("j", sh->join_cols, sh->njoin, true, sh->nren + 1),
+					 MsQualifiedRelName(def->legacy), MsQualifiedRelName(sh->join_relid),
+					 quote_identifier(sh->join_key), quote_identifier(sh->via));
+	appendStringInfo(&buf, " FULL JOIN (SELECT %s, %s%s%s FROM ONLY %s AS c) AS c ON %strue",
+					 ms_key_cols("c", def->key, n, true),
+					 ms_cols("c", sh->ren_cur, sh->nren, true, 1), sh->nren ? ", " : "",
+					 ms_cols("c", sh->join_targets, sh->njoin, true, sh->nren + 1),
+					 MsQualifiedRelName(def->current), ms_key_match("l", NULL, "c", n));
+	appendStringInfoString(&buf, " WHERE l.k1 IS NULL OR c.k1 IS NULL OR ROW(");
+	for (int v = 0; v < nv; v++)
+		appendStringInfo(&buf, "%sl.v%d", v ? ", " : "", v + 1);
+	appendStringInfoString(&buf, ") IS DISTINCT FROM ROW(");
+	for (int v = 0; v < nv; v++)
+		appendStringInfo(&buf, "%sc.v%d", v ? ", " : "", v + 1);
+	appendStringInfoString(&buf, ") ORDER BY 1");
 	return buf.data;
 }

@@ -124,7 +124,8 @@ typedef struct MsRuntime
 	char	   *set_delete_sql;
 	char	   *truncate_sql;
 	char	   *delete_all_sql; /* for a target the TRUNCATE itself holds open */
-	char	   *shape_sql[MS_NUM_EVENTS];	/* a list or document link's statements */
+	char	   *shape_sql[MS_NUM_EVENTS];	/* a shape link's statements */
+	char	   *join_sql;		/* a join link's, for an UPDATE of the joined table */
 	Datum	   *values;			/* scratch, nparams + nkeys */
 	char	   *nulls;
 } MsRuntime;
@@ -535,6 +536,8 @@ ms_shape_runtime_build(MsRuntime *rt, int side, const MsLinkDef *def,
 	rt->side = side;
 	for (int ev = 0; ev < MS_NUM_EVENTS; ev++)
 		rt->shape_sql[ev] = MsShapeTriggerSql(def, side, (MsEvent) ev);
+	if (def->shape->kind == MS_SHAPE_JOIN && side == MS_UP)
+		rt->join_sql = MsShapeJoinSql(def);
 }
 
 /*
@@ -1164,11 +1167,12 @@ ms_sync_update(MsLinkEntry *e, MsRuntime *rt, TriggerData *td)
 }
 
 /*
- * ms_sync_shape mirrors a statement on one table of a list or document
- * link: one statement over its transition tables.
+ * ms_sync_shape mirrors a statement on one table of a list, document or
+ * join link: its SQL over the statement's transition tables.
  */
 static void
-ms_sync_shape(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, MsEvent event)
+ms_sync_shape(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, MsEvent event,
+			  const char *sql)
 {
 	Oid			relid = RelationGetRelid(td->tg_relation);
 	MsExecState st;
@@ -1182,7 +1186,7 @@ ms_sync_shape(MsLinkEntry *e, MsRuntime *rt, TriggerData *td, MsEvent event)
 		ms_register_table(MS_NEW_TABLE, relid, td->tg_newtable);
 	if (td->tg_oldtable && event != MS_EVENT_INSERT)
 		ms_register_table(MS_OLD_TABLE, relid, td->tg_oldtable);
-	ms_run_sql(e, rt, rt->shape_sql[event]);
+	ms_run_sql(e, rt, sql);
 	ms_end(&st);
 }
 
@@ -1205,6 +1209,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	int			side;
 	MsEvent		event;
 	bool		for_row;
+	bool		joined;
 	const char *expected;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -1238,6 +1243,10 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 	def = e->def;
 	relid = RelationGetRelid(td->tg_relation);
 	side = relid == def->legacy ? MS_UP : relid == def->current ? MS_DOWN : -1;
+	joined = side < 0 && def->shape && def->shape->kind == MS_SHAPE_JOIN &&
+		relid == def->shape->join_relid;
+	if (joined)
+		side = MS_UP;
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		event = MS_EVENT_INSERT;
 	else if (TRIGGER_FIRED_BY_UPDATE(td->tg_event))
@@ -1252,6 +1261,7 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 
 	/* only the link's own trigger of this event, on one of its tables */
 	if (side < 0 || !def->dir[side].enabled || expected == NULL ||
+		(joined && (event != MS_EVENT_UPDATE || for_row)) ||
 		strcmp(trigger->tgname, expected) != 0 ||
 		(!for_row && event != MS_EVENT_TRUNCATE && event != MS_EVENT_DELETE &&
 		 td->tg_newtable == NULL) ||
@@ -1274,10 +1284,13 @@ mailsync_sync_trigger(PG_FUNCTION_ARGS)
 		td = &rowtd;
 	}
 
-	switch (def->shape ? -1 : (int) event)
+	switch (joined ? -2 : def->shape ? -1 : (int) event)
 	{
+		case -2:
+			ms_sync_shape(e, rt, td, event, rt->join_sql);
+			break;
 		case -1:
-			ms_sync_shape(e, rt, td, event);
+			ms_sync_shape(e, rt, td, event, rt->shape_sql[event]);
 			break;
 		case MS_EVENT_INSERT:
 			ms_sync_rows(e, rt, td, false);
