@@ -252,6 +252,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
 	k	text;
+	opt	text;
 	v	jsonb;
 	cfg	jsonb;
 	back jsonb;
@@ -302,16 +303,10 @@ BEGIN
 	END LOOP;
 	-- renames go one to one, and both ways
 	SELECT e.key INTO k FROM jsonb_each(cfg->'apps') e
-	WHERE jsonb_typeof(e.value) <> 'string' OR e.value->>0 = '' LIMIT 1;
+	WHERE jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '' LIMIT 1;
 	IF FOUND THEN
 		RAISE EXCEPTION 'document option "apps" renames application "%" to something that is not a name', k
 			USING ERRCODE = '22023', HINT = 'Write "apps": {"legacy_app": "current_app"}.';
-	END IF;
-	SELECT e.value #>> '{}' INTO k FROM jsonb_each(cfg->'apps') e
-	GROUP BY e.value #>> '{}' HAVING count(*) > 1 LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'document option "apps" renames two applications to "%"', k
-			USING ERRCODE = '22023', HINT = 'Each current application comes from one legacy application.';
 	END IF;
 	SELECT e.key INTO k FROM jsonb_each(cfg->'keys') e
 	WHERE jsonb_typeof(e.value) <> 'string' OR strpos(e.value #>> '{}', '.') < 2
@@ -320,12 +315,15 @@ BEGIN
 		RAISE EXCEPTION 'document option "keys" has an entry for "%" that is not "legacy_app<separator>KEY": "app.key"', k
 			USING ERRCODE = '22023', HINT = 'Write "keys": {"admin.OLD_NAME": "core.new_name"}: full names on both sides.';
 	END IF;
-	SELECT e.value #>> '{}' INTO k FROM jsonb_each(cfg->'keys') e
-	GROUP BY e.value #>> '{}' HAVING count(*) > 1 LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'document option "keys" renames two settings to "%"', k
-			USING ERRCODE = '22023', HINT = 'Each document key comes from one legacy setting.';
-	END IF;
+	FOR opt IN SELECT unnest(ARRAY['apps', 'keys']) LOOP
+		SELECT e.value #>> '{}' INTO k FROM jsonb_each(cfg->opt) e
+		GROUP BY e.value #>> '{}' HAVING count(*) > 1 LIMIT 1;
+		IF FOUND THEN
+			RAISE EXCEPTION 'document option "%" renames two % to "%"', opt,
+				CASE opt WHEN 'apps' THEN 'applications' ELSE 'settings' END, k
+				USING ERRCODE = '22023', HINT = 'Each current name comes from one legacy name.';
+		END IF;
+	END LOOP;
 	FOR k, v IN SELECT e.key, e.value FROM jsonb_each(cfg->'values') e LOOP
 		IF jsonb_typeof(v) <> 'object' THEN
 			RAISE EXCEPTION 'document option "values" for setting "%" must be a JSON object', k

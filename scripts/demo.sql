@@ -1,7 +1,8 @@
 -- The mailsync demo, run by scripts/demo.sh (psql -q, ON_ERROR_STOP, no
 -- pager): a mail platform half-way through an upgrade, where the old (v1)
--- and the new (v2) application write to one database at once. Tables are
--- created silently; the statements that tell the story are echoed.
+-- and the new (v2) application write to one database at once.  Tables and
+-- their first rows are created silently; the statements that tell the
+-- story are echoed, with a few lines of narration per chapter.
 \set ECHO none
 \set VERBOSITY terse
 \pset null '(null)'
@@ -14,19 +15,20 @@ CREATE SCHEMA v2;
 \echo '###  mailsync: one database, two versions of a mail platform  ###'
 \echo
 \echo 'Upgrade week. The old application (v1: Postal 1.x, Modoboa 1.x) still'
-\echo 'serves the users; the new one (v2) runs beside it on its own, refactored'
-\echo 'tables. Both write all day. mailsync links each v1 table to its v2'
-\echo 'table, and every write reaches the other side in the writer''s own'
-\echo 'transaction.'
+\echo 'serves the users; the new one (v2) runs beside it, on its own refactored'
+\echo 'tables. Both write all day. mailsync links each v1 table to its v2 table,'
+\echo 'and every write reaches the other side in the writer''s own transaction.'
 
 -----------------------------------------------------------------------------
+-- 1. Postal credentials: renames, transforms, uuid_v7; ensure_uuid.
+-----------------------------------------------------------------------------
 \echo
-\echo '=== 1. Credentials: a rename, two transforms, and uuids ==='
+\echo '=== 1. Credentials: renames, two transforms, and uuids ==='
 \echo
 \echo 'Postal 2.x renamed "type" to "kind" (smtp, not SMTP), turned the "hold"'
 \echo 'flag into a "status", and addresses each credential by a uuid. v1 has'
-\echo 'three credentials; v2.credentials is empty. One call links them and'
-\echo 'copies the rows, giving each a time-ordered uuid (v7):'
+\echo 'three credentials, v2 none yet. One call links the tables and copies'
+\echo 'the rows, giving each one from v1 a time-ordered uuid (version 7):'
 \echo
 CREATE TABLE v1.credentials (
 	id			serial PRIMARY KEY,
@@ -62,10 +64,9 @@ SELECT mailsync.link('credentials', 'v1.credentials', 'v2.credentials', $${
 	backfill => true) \gset
 SELECT id, uuid, kind, name, status FROM v2.credentials ORDER BY id;
 \set ECHO none
-\echo
-\echo 'The old admin UI (v1) puts "billing hook" on hold; the new one (v2)'
-\echo 'creates a credential without an id (both tables now draw ids from one'
-\echo 'sequence):'
+\echo 'The old admin UI (v1) puts "billing hook" on hold. The new one (v2)'
+\echo 'creates a credential without giving an id: both tables now draw their'
+\echo 'ids from one sequence.'
 \echo
 \set ECHO queries
 UPDATE v1.credentials SET hold = true WHERE name = 'billing hook';
@@ -74,7 +75,6 @@ VALUES (mailsync.uuid_v7(), 2, 'd8e8fca2dc0f896fd7cb4cb0031ba249', 'api', 'new M
 SELECT id, type, name, hold FROM v1.credentials ORDER BY id;
 SELECT id, kind, name, status FROM v2.credentials ORDER BY id;
 \set ECHO none
-\echo
 \echo 'Meanwhile, on staging, 2.x was started on a restored 1.x dump:'
 \echo 'restored.credentials (25,000 rows) has no uuid column, and the 2.x'
 \echo 'credentials page fails:'
@@ -92,40 +92,44 @@ CREATE TABLE restored.credentials (
 INSERT INTO restored.credentials (server_id, key, type, name)
 SELECT 1 + g % 5, md5(g::text), CASE WHEN g % 4 = 0 THEN 'API' ELSE 'SMTP' END, 'credential ' || g
 FROM generate_series(1, 25000) g;
-\set ECHO queries
+\set VERBOSITY default
 \set ON_ERROR_STOP 0
+\set ECHO queries
 SELECT uuid, name FROM restored.credentials WHERE id = 1;
-\set ON_ERROR_STOP 1
 \set ECHO none
+\set ON_ERROR_STOP 1
 \echo
-\echo 'One command adds the column, fills it in batches, and makes it NOT NULL,'
-\echo 'unique and (here) immutable. Run again, it has nothing to do:'
+\echo 'One command adds the column (or fills the NULLs of one that is there),'
+\echo 'in batches, and makes it NOT NULL, unique and (here) immutable. Run'
+\echo 'again, it has nothing to do:'
 \echo
 \set ECHO queries
 CALL mailsync.ensure_uuid('restored.credentials', immutable => true);
 CALL mailsync.ensure_uuid('restored.credentials', immutable => true);
 SELECT count(*) AS rows, count(DISTINCT uuid) AS distinct_uuids FROM restored.credentials;
 \set ECHO none
+\echo 'The page works again, and a uuid once given never changes:'
 \echo
-\echo 'The page works again, and a uuid once given cannot change:'
-\echo
+\set ON_ERROR_STOP 0
 \set ECHO queries
 SELECT uuid, name FROM restored.credentials WHERE id = 1;
-\set ON_ERROR_STOP 0
 UPDATE restored.credentials SET uuid = mailsync.uuid_v4() WHERE id = 1;
-\set ON_ERROR_STOP 1
 \set ECHO none
+\set ON_ERROR_STOP 1
+\set VERBOSITY terse
 
+-----------------------------------------------------------------------------
+-- 2. Modoboa settings: rows <-> one JSON document.
 -----------------------------------------------------------------------------
 \echo
 \echo '=== 2. Settings: one row per setting <-> one JSON document ==='
 \echo
 \echo 'Modoboa 1.x keeps each setting in a row of lib_parameter; 2.x keeps'
-\echo 'them all in one JSON document, core_localconfig._parameters, as'
-\echo '{"app": {"key": value}}. The IMAP migration app was renamed, its'
-\echo 'on/off setting became a "state", the 2.x form stores it as "enabled"/'
-\echo '"disabled", DEFAULT_TOP_REDIRECTION is gone from 2.x and the theme is'
-\echo 'new in 2.x. The v1 settings:'
+\echo 'them all in one document, core_localconfig._parameters, shaped'
+\echo '{"app": {"key": value}}. On the way, the IMAP migration app was renamed,'
+\echo 'its ENABLED flag became a "state" the 2.x form writes as "enabled" or'
+\echo '"disabled", DEFAULT_TOP_REDIRECTION was dropped, and a theme was added.'
+\echo 'The v1 settings:'
 \echo
 CREATE TABLE v1.lib_parameter (
 	id			serial PRIMARY KEY,
@@ -144,9 +148,8 @@ INSERT INTO v1.lib_parameter (name, value) VALUES
 \set ECHO queries
 SELECT name, value FROM v1.lib_parameter ORDER BY id;
 \set ECHO none
-\echo
-\echo 'A document link says all that (names: app.KEY <-> {"app": {"key"}};'
-\echo 'values: yes/no <-> true/false, integers <-> numbers, else strings):'
+\echo 'A document link says all that. By default, app.KEY is {"app": {"key"}},'
+\echo '"yes"/"no" are true/false, integers are numbers, the rest strings:'
 \echo
 \set ECHO queries
 SELECT mailsync.link('settings', 'v1.lib_parameter', 'v2.core_localconfig', $${
@@ -157,12 +160,11 @@ SELECT mailsync.link('settings', 'v1.lib_parameter', 'v2.core_localconfig', $${
 		"legacy_only":  ["core.DEFAULT_TOP_REDIRECTION"],
 		"current_only": ["core.theme"]}}}$$,
 	backfill => true) \gset
-SELECT app.key AS app, app.value AS settings FROM v2.core_localconfig, jsonb_each(_parameters) app;
+SELECT app.key AS app, s.key, s.value
+FROM v2.core_localconfig, jsonb_each(_parameters) app, jsonb_each(app.value) s ORDER BY 1, 2;
 \set ECHO none
-\echo
-\echo 'An admin enables IMAP migration in the 2.x UI (and picks a theme); the'
-\echo '1.x UI reads "yes". Someone sets 50 items per page in the 1.x UI; 2.x'
-\echo 'reads the number 50:'
+\echo 'An admin enables IMAP migration, and picks a theme, in the 2.x UI.'
+\echo 'Another sets 50 items per page in the 1.x UI:'
 \echo
 \set ECHO queries
 UPDATE v2.core_localconfig
@@ -170,8 +172,11 @@ SET _parameters = jsonb_set(jsonb_set(_parameters, '{imap_migration,state}', '"e
                             '{core,theme}', '"dark"');
 UPDATE v1.lib_parameter SET value = '50' WHERE name = 'core.ITEMS_PER_PAGE';
 SELECT name, value FROM v1.lib_parameter ORDER BY id;
-SELECT app.key AS app, app.value AS settings FROM v2.core_localconfig, jsonb_each(_parameters) app;
+SELECT app.key AS app, s.key, s.value
+FROM v2.core_localconfig, jsonb_each(_parameters) app, jsonb_each(app.value) s ORDER BY 1, 2;
 \set ECHO none
+\echo 'v1 reads "yes", v2 the number 50; the theme stays in v2 and'
+\echo 'DEFAULT_TOP_REDIRECTION in v1.'
 \echo
 \echo 'The 2.x settings form saves the whole document, every field, with one'
 \echo 'change (the sender address). Which v1 rows did that transaction write?'
@@ -185,16 +190,18 @@ UPDATE v2.core_localconfig SET _parameters = '{
 SELECT name, value FROM v1.lib_parameter WHERE xmin = pg_current_xact_id()::xid;
 COMMIT;
 \set ECHO none
-\echo 'Exactly one.'
+\echo 'Just the one that changed.'
 
 -----------------------------------------------------------------------------
+-- 3. Domains: a value map, and a column whose meaning changed.
+-----------------------------------------------------------------------------
 \echo
-\echo '=== 3. Domains: a value map and a column whose meaning changed ==='
+\echo '=== 3. Domains: a value map, and a column whose meaning changed ==='
 \echo
-\echo 'Modoboa 1.x: domains.quota is the default quota of a new mailbox (MB),'
-\echo 'and languages are written pt_BR, zh_TW. 2.x calls that quota'
-\echo 'default_mailbox_quota, adds its own "quota" (the whole domain''s, which'
-\echo '1.x has no column for, so it stays v2-only), and writes pt-br, zh-hant:'
+\echo 'In 1.x, domains.quota is the quota of each new mailbox (MB), and'
+\echo 'languages are written pt_BR, zh_TW. 2.x calls that default_mailbox_quota,'
+\echo 'has a new "quota" of its own (for the whole domain: 1.x has no column'
+\echo 'for it, so it stays in v2), and writes pt-br, zh-hant:'
 \echo
 CREATE TABLE v1.domains (
 	id			serial PRIMARY KEY,
@@ -232,12 +239,14 @@ SELECT * FROM v2.domains ORDER BY id;
 \set ECHO none
 
 -----------------------------------------------------------------------------
+-- 4. Aliases: one v1 table in two links (rows and list).
+-----------------------------------------------------------------------------
 \echo '=== 4. Aliases: one v1 table, two v2 tables ==='
 \echo
 \echo 'Modoboa 1.x keeps an alias''s recipients in one text column, goto;'
 \echo '2.x has an alias table and one recipient row per address. Two links'
-\echo 'share v1.aliases: a rows link to v2.alias, and a list link from goto'
-\echo 'to v2.recipient (whose alias_id references v2.alias):'
+\echo 'share v1.aliases: a rows link to v2.alias, and a list link from goto to'
+\echo 'v2.recipient (whose alias_id references v2.alias):'
 \echo
 CREATE TABLE v1.aliases (
 	id			serial PRIMARY KEY,
@@ -263,15 +272,15 @@ SELECT mailsync.link('alias_recipients', 'v1.aliases', 'v2.recipient',
 	'{"alias_id": "id", "address": {"list": "goto"}}', key => '{alias_id}', backfill => true) \gset
 SELECT alias_id, address FROM v2.recipient ORDER BY id;
 \set ECHO none
-\echo 'The 2.x UI adds a recipient; the 1.x list grows (written back with the'
+\echo 'The 2.x UI adds a recipient; the 1.x list grows (rewritten with the'
 \echo 'link''s separator, ","):'
 \echo
 \set ECHO queries
 INSERT INTO v2.recipient (alias_id, address) VALUES (1, 'dave@example.org');
 SELECT id, address, goto FROM v1.aliases ORDER BY id;
 \set ECHO none
-\echo 'The 1.x UI edits that list (bob out, erin in) and creates an alias;'
-\echo 'v2 gets the alias row first, then its recipients:'
+\echo 'The 1.x UI edits that list (bob out, erin in) and creates an alias; v2'
+\echo 'gets the alias row first, then its recipients:'
 \echo
 \set ECHO queries
 UPDATE v1.aliases SET goto = 'alice@example.org, dave@example.org, erin@example.org'
@@ -282,13 +291,15 @@ SELECT alias_id, address FROM v2.recipient ORDER BY alias_id, id;
 \set ECHO none
 
 -----------------------------------------------------------------------------
+-- 5. Mailboxes: a large backfill while another session writes.
+-----------------------------------------------------------------------------
 \echo '=== 5. Mailboxes: 200,000 rows carried over while both sides write ==='
 \echo
 \echo 'Modoboa 1.x keeps a quota in MB and an is_active flag; 2.x wants bytes'
-\echo 'and a state. v2.mailboxes starts empty. From the moment of the link,'
-\echo 'new writes are mirrored; the backfill copies the existing rows in'
-\echo 'batches, one transaction each (resumable), pausing between batches to'
-\echo 'leave room for the applications. A progress line every 5 seconds:'
+\echo 'and a state. v2.mailboxes starts empty. From the moment of the link, new'
+\echo 'writes are mirrored; the backfill copies the existing rows in batches,'
+\echo 'one transaction each (resumable), pausing between batches to leave room'
+\echo 'for the applications. A progress line every 5 seconds:'
 \echo
 \set VERBOSITY default
 CREATE TABLE v1.mailboxes (
@@ -311,23 +322,26 @@ SELECT mailsync.link('mailboxes', 'v1.mailboxes', 'v2.mailboxes', $${
 	"state": {"up": "CASE WHEN legacy.is_active THEN 'active' ELSE 'disabled' END",
 	          "down": "current.state = 'active'", "to": "is_active"}}$$) \gset
 RESET client_min_messages;
--- The applications: another session, 2 seconds into the backfill.
+-- The applications: another session, two seconds into the backfill (its
+-- output is indented).
 \setenv PGHOST :HOST
 \setenv PGPORT :PORT
 \setenv PGDATABASE :DBNAME
 \setenv PGUSER :USER
-\! (sleep 2; psql -X -q -e -P pager=off -P footer=off -v ON_ERROR_STOP=1 -c "UPDATE v1.mailboxes SET quota = 8192 WHERE id = 150000" -c "INSERT INTO v2.mailboxes (email, quota_bytes, state) VALUES ('new.hire@example.org', 2147483648, 'active')" -c "DELETE FROM v1.mailboxes WHERE id = 10" -c "SELECT name, backfill, backfill_position, backfill_percent, problem FROM mailsync.status() WHERE name = 'mailboxes'" 2>&1 | sed 's/^/    | /') &
+\! (sleep 2; psql -X -q -e -P pager=off -P footer=off -v ON_ERROR_STOP=1 -c "UPDATE v1.mailboxes SET quota = 8192 WHERE id = 150001" -c "INSERT INTO v2.mailboxes (email, quota_bytes, state) VALUES ('new.hire@example.org', 2147483648, 'active')" -c "DELETE FROM v1.mailboxes WHERE id = 10" -c "SELECT name, backfill, backfill_position, backfill_percent, problem FROM mailsync.status() WHERE name = 'mailboxes'" 2>&1 | sed -e '/^$/d' -e 's/^/    | /') &
 \set ECHO queries
 CALL mailsync.backfill('mailboxes', batch_size => 8000, pause => '0.45s');
 \set ECHO none
 \echo
-\echo 'Above, indented: the applications, in another session two seconds in,'
-\echo 'updated a mailbox the backfill had not reached yet, created one in v2'
-\echo 'and deleted one it had copied already. All three are in place:'
+\echo 'Indented above: the applications, in another session, two seconds in.'
+\echo 'They updated a mailbox the backfill had not reached yet, created one in'
+\echo 'v2 and deleted one the backfill had copied already. (The backfill found'
+\echo 'the updated one in v2 already, identical: 199,999 rows written.) All'
+\echo 'three are right, on both sides:'
 \echo
 \set ECHO queries
-SELECT id, email, quota_bytes, state FROM v2.mailboxes WHERE id IN (10, 150000, 200001);
-SELECT id, address, quota, is_active FROM v1.mailboxes WHERE id IN (10, 150000, 200001);
+SELECT id, address, quota, is_active FROM v1.mailboxes WHERE id IN (10, 150001, 200001);
+SELECT id, email, quota_bytes, state FROM v2.mailboxes WHERE id IN (10, 150001, 200001);
 \set ECHO none
 \echo 'A maintenance script ran with the triggers off (session_replication_role'
 \echo '= replica, as restore tools do): it disabled two mailboxes in v1 and'
@@ -344,15 +358,17 @@ SELECT * FROM mailsync.repair('mailboxes', 'legacy');
 \set ECHO none
 
 -----------------------------------------------------------------------------
-\echo '=== 6. The end of the day: is everything in sync? ==='
+-- 6. The end: verify every link, and status().
+-----------------------------------------------------------------------------
+\echo '=== 6. End of the day: is everything in sync? ==='
 \echo
-\echo 'verify compares every link, through its mapping, both tables in full;'
+\echo 'verify compares both tables of every link in full, through its mapping;'
 \echo 'status() is the one view to watch:'
 \echo
 \set ECHO queries
 SELECT l.name, count(v.*) AS drifted_keys
 FROM mailsync.links l LEFT JOIN LATERAL mailsync.verify(l.name) v ON true
 GROUP BY 1 ORDER BY 1;
-SELECT name, legacy, current, triggers_ok, backfill, drift, problem FROM mailsync.status();
+SELECT name, triggers_ok, backfill, drift, problem FROM mailsync.status();
 \set ECHO none
 \echo 'No drift, no problem. The cluster is removed now.'

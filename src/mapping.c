@@ -755,13 +755,15 @@ ms_column_var(Form_pg_attribute att)
 }
 
 /*
- * ms_check_not_null_covered refuses a direction that would insert rows
- * with a NOT NULL column left without value: every insert would fail.
+ * MsCheckNotNullWritten refuses a table mailsync would insert rows into
+ * while leaving a NOT NULL column without value: every insert would fail.
+ * written lists the columns the inserts give a value.
  */
-static void
-ms_check_not_null_covered(const MsDirection *d, Relation dst, int dst_side)
+void
+MsCheckNotNullWritten(Relation rel, int side, int nwritten,
+					  const AttrNumber *written, const char *hint_fmt)
 {
-	TupleDesc	desc = RelationGetDescr(dst);
+	TupleDesc	desc = RelationGetDescr(rel);
 
 	for (int a = 0; a < desc->natts; a++)
 	{
@@ -771,19 +773,33 @@ ms_check_not_null_covered(const MsDirection *d, Relation dst, int dst_side)
 		if (att->attisdropped || !att->attnotnull || att->atthasdef ||
 			att->attidentity || att->attgenerated)
 			continue;
-		for (int i = 0; i < d->ntargets && !covered; i++)
-			covered = d->targets[i].attno == att->attnum;
+		for (int i = 0; i < nwritten && !covered; i++)
+			covered = written[i] == att->attnum;
 		if (!covered)
 			ereport(ERROR,
 					(errcode(ERRCODE_NOT_NULL_VIOLATION),
 					 errmsg("column \"%s\" of %s table \"%s\" is NOT NULL without a default, and no mapping writes it",
-							NameStr(att->attname), side_name[dst_side],
-							MsRelDisplayName(RelationGetRelid(dst))),
-					 dst_side == MS_CURRENT_SIDE ?
-					 errhint("Map it, for example \"%s\": {\"up\": \"mailsync.uuid_v7()\"} for a uuid, or give the column a default.",
-							 NameStr(att->attname)) :
-					 errhint("Map it with \"to\", give the column a default, or link with direction 'up'.")));
+							NameStr(att->attname), side_name[side],
+							MsRelDisplayName(RelationGetRelid(rel))),
+					 errhint(hint_fmt, NameStr(att->attname))));
 	}
+}
+
+/*
+ * ms_check_not_null_covered refuses a direction that would insert rows
+ * with a NOT NULL column left without value.
+ */
+static void
+ms_check_not_null_covered(const MsDirection *d, Relation dst, int dst_side)
+{
+	AttrNumber *written = palloc(sizeof(AttrNumber) * (d->ntargets + 1));
+
+	for (int i = 0; i < d->ntargets; i++)
+		written[i] = d->targets[i].attno;
+	MsCheckNotNullWritten(dst, dst_side, d->ntargets, written,
+						  dst_side == MS_CURRENT_SIDE ?
+						  "Map it, for example \"%s\": {\"up\": \"mailsync.uuid_v7()\"} for a uuid, or give the column a default." :
+						  "Map it with \"to\", give the column a default, or link with direction 'up'.");
 }
 
 /*

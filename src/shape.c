@@ -122,33 +122,15 @@ ms_check_column_type(Relation rel, AttrNumber attno, int side, bool want_jsonb,
 }
 
 /*
- * ms_check_shape_not_null refuses a table mailsync would insert rows into
+ * ms_check_shape_not_null refuses a table a shape link inserts rows into
  * while leaving a NOT NULL column without value.
  */
 static void
 ms_check_shape_not_null(Relation rel, int side, int nwritten,
 						const AttrNumber *written)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
-
-	for (int a = 0; a < desc->natts; a++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, a);
-		bool		covered = false;
-
-		if (att->attisdropped || !att->attnotnull || att->atthasdef ||
-			att->attidentity || att->attgenerated)
-			continue;
-		for (int i = 0; i < nwritten && !covered; i++)
-			covered = written[i] == att->attnum;
-		if (!covered)
-			ereport(ERROR,
-					(errcode(ERRCODE_NOT_NULL_VIOLATION),
-					 errmsg("column \"%s\" of %s table \"%s\" is NOT NULL without a default, and the link inserts rows without it",
-							NameStr(att->attname), side_name[side],
-							MsRelDisplayName(RelationGetRelid(rel))),
-					 errhint("Give the column a default, or link in the other direction only.")));
-	}
+	MsCheckNotNullWritten(rel, side, nwritten, written,
+						  "Give \"%s\" a default, or link in the other direction only.");
 }
 
 /*
