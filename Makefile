@@ -22,11 +22,11 @@ PGFILEDESC	= "mailsync - keep legacy and refactored tables in sync"
 DATA		= mailsync--$(EXTVERSION).sql
 
 REGRESS		= install link link_errors sync keys cache roles uuid ensure_uuid backfill verify \
-			  security hostile_names lifecycle bad_inputs
+			  security hostile_names lifecycle bad_inputs shapes shape_errors join
 
 
 ISOLATION	= concurrent_update update_delete key_change insert_race upsert_race \
-			  cache_invalidation backfill_concurrent
+			  cache_invalidation backfill_concurrent settings_race list_race
 ISOLATION_OPTS = --inputdir=. --outputdir=output_iso --load-extension=mailsync
 
 TAP_TESTS	= 1

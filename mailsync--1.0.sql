@@ -200,13 +200,15 @@ COMMENT ON FUNCTION mailsync._check_link(text) IS
 ------------------------------------------------------------------------
 -- Shapes: what the statements of list and document links call.  They
 -- read only their arguments; the link's options are passed as "cfg", the
--- normalised form _doc_config returns.
+-- normalised form _doc_config returns.  The SQL functions have no SET
+-- search_path, so that the planner can inline them: mailsync calls them
+-- only from statements it runs under its pinned search path (pg_catalog),
+-- where their bodies resolve the same way.
 ------------------------------------------------------------------------
 
 CREATE FUNCTION mailsync._list_elements(list text, sep text, OUT elem text, OUT ord bigint)
 RETURNS SETOF record
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 5
 AS $$
 	SELECT s.e, min(s.o)
 	FROM (SELECT btrim(u.x, E' \t\r\n') AS e, u.o
@@ -221,7 +223,6 @@ COMMENT ON FUNCTION mailsync._list_elements(text, text) IS
 CREATE FUNCTION mailsync._list_merge(list text, sep text, elems text[])
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	WITH cur AS (SELECT c.elem, c.ord FROM mailsync._list_elements(list, sep) AS c),
 		 want AS (SELECT w.e, min(w.o) AS o
@@ -350,7 +351,6 @@ COMMENT ON FUNCTION mailsync._doc_config(pg_catalog.jsonb) IS
 CREATE FUNCTION mailsync._doc_path_raw(cfg pg_catalog.jsonb, name text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN cfg->'keys' ? name
@@ -368,7 +368,6 @@ $$;
 CREATE FUNCTION mailsync._doc_name_raw(cfg pg_catalog.jsonb, app text, key text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN cfg->'keys_back' ? (app || '.' || key) THEN cfg->'keys_back'->>(app || '.' || key)
@@ -381,7 +380,6 @@ $$;
 CREATE FUNCTION mailsync._doc_path(cfg pg_catalog.jsonb, name text)
 RETURNS text[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT p FROM (SELECT mailsync._doc_path_raw(cfg, name) AS p) AS x
 	WHERE mailsync._doc_name_raw(cfg, x.p[1], x.p[2]) = name
@@ -393,7 +391,6 @@ COMMENT ON FUNCTION mailsync._doc_path(pg_catalog.jsonb, text) IS
 CREATE FUNCTION mailsync._doc_name(cfg pg_catalog.jsonb, app text, key text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT n FROM (SELECT mailsync._doc_name_raw(cfg, app, key) AS n) AS x
 	WHERE mailsync._doc_path_raw(cfg, x.n) = ARRAY[app, key]
@@ -405,7 +402,6 @@ COMMENT ON FUNCTION mailsync._doc_name(pg_catalog.jsonb, text, text) IS
 CREATE FUNCTION mailsync._doc_decode(cfg pg_catalog.jsonb, name text, value text)
 RETURNS pg_catalog.jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN value IS NULL THEN 'null'::jsonb
@@ -423,7 +419,6 @@ COMMENT ON FUNCTION mailsync._doc_decode(pg_catalog.jsonb, text, text) IS
 CREATE FUNCTION mailsync._doc_encode(cfg pg_catalog.jsonb, name text, value pg_catalog.jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN m.legacy IS NOT NULL THEN m.legacy
@@ -443,8 +438,7 @@ COMMENT ON FUNCTION mailsync._doc_encode(pg_catalog.jsonb, text, pg_catalog.json
 CREATE FUNCTION mailsync._doc_flatten(cfg pg_catalog.jsonb, doc pg_catalog.jsonb,
 									  OUT name text, OUT value text, OUT raw pg_catalog.jsonb)
 RETURNS SETOF record
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
+LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 20
 AS $$
 	SELECT n.name, mailsync._doc_encode(cfg, n.name, k.value), k.value
 	FROM jsonb_each(CASE WHEN jsonb_typeof(doc) = 'object' THEN doc ELSE '{}' END) AS a
@@ -493,7 +487,6 @@ COMMENT ON FUNCTION mailsync._doc_patch(pg_catalog.jsonb, pg_catalog.jsonb, pg_c
 CREATE FUNCTION mailsync._doc_strip(cfg pg_catalog.jsonb, doc pg_catalog.jsonb)
 RETURNS pg_catalog.jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE
 		WHEN doc IS NULL OR jsonb_typeof(doc) <> 'object' THEN doc
@@ -513,7 +506,6 @@ COMMENT ON FUNCTION mailsync._doc_strip(pg_catalog.jsonb, pg_catalog.jsonb) IS
 CREATE FUNCTION mailsync._doc_merge(doc pg_catalog.jsonb, other pg_catalog.jsonb)
 RETURNS pg_catalog.jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
 	SELECT CASE WHEN jsonb_typeof(doc) IS DISTINCT FROM 'object' THEN other
 		ELSE doc || coalesce((SELECT jsonb_object_agg(o.key, CASE

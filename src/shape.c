@@ -243,9 +243,19 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 		MsLookupColumn(current, sh->join_targets[i], MS_CURRENT_SIDE,
 					   "The keys of \"columns\" name columns of the current table.");
 	}
-	table_close(jrel, NoLock);
 	via = MsLookupColumn(legacy, sh->via, MS_LEGACY_SIDE,
 						 "\"via\" names the legacy column that references the joined table.");
+	if (strcmp(def->direction, "up") != 0)
+	{
+		AttrNumber *jwritten = palloc(sizeof(AttrNumber) * (sh->njoin + 1));
+
+		for (i = 0; i < sh->njoin; i++)
+			jwritten[i] = get_attnum(sh->join_relid, sh->join_cols[i]);
+		jwritten[sh->njoin] = jkey;
+		MsCheckNotNullWritten(jrel, MS_LEGACY_SIDE, sh->njoin + 1, jwritten,
+							  "Rows written through the current table need new joined rows: give \"%s\" a default, or link with direction 'up'.");
+	}
+	table_close(jrel, NoLock);
 
 	/* the key, as a rows link has it: default the current primary key */
 	if (key == NIL)
@@ -590,6 +600,7 @@ static char *ms_join_trigger_sql(const MsLinkDef *def, int side, MsEvent event);
 static char *ms_join_up(const MsLinkDef *def, const char *rows, bool counts);
 static char *ms_join_down(const MsLinkDef *def, const char *rows, bool all);
 static char *ms_join_verify_sql(const MsLinkDef *def);
+static char *ms_list_adopt(const MsLinkDef *def);
 
 /*
  * ms_key_cols returns "a.k1, a.k2" for key names (alias may be NULL), or
@@ -740,6 +751,43 @@ ms_list_up(const MsLinkDef *def, const char *newrows, const char *oldrows,
 }
 
 /*
+ * List, legacy to current, for new parent rows: their elements get child
+ * rows, and child rows that were there before the parent (written through
+ * the current table, waiting for it) join its list instead of being
+ * deleted.
+ */
+static char *
+ms_list_adopt(const MsLinkDef *def)
+{
+	const MsShape *sh = def->shape;
+	int			n = def->nkeys;
+	char	  **lk = def->legacy_key;
+	char	   *child = MsQualifiedRelName(def->current);
+	const char *list = quote_identifier(sh->legacy_column);
+	const char *elem = quote_identifier(sh->column);
+	char	   *sep = quote_literal_cstr(sh->separator);
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "INSERT INTO %s (%s, %s) SELECT %s, e.elem FROM %s AS legacy "
+					 "CROSS JOIN LATERAL mailsync._list_elements(legacy.%s::pg_catalog.text, %s) AS e "
+					 "WHERE NOT EXISTS (SELECT FROM ONLY %s AS t WHERE %s AND t.%s::pg_catalog.text = e.elem) "
+					 "ORDER BY %s, e.ord; ",
+					 child, ms_key_cols(NULL, def->key, n, false), elem,
+					 ms_key_cols("legacy", lk, n, false), MS_NEW_TABLE, list, sep,
+					 child, ms_same_key("t", def->key, "legacy", lk, n), elem,
+					 ms_key_cols("legacy", lk, n, false));
+	appendStringInfo(&buf, "UPDATE ONLY %s AS t SET %s = x.list FROM (SELECT %s, mailsync._list_merge(l.%s::pg_catalog.text, %s, "
+					 "ARRAY(SELECT e.elem FROM mailsync._list_elements(l.%s::pg_catalog.text, %s) AS e ORDER BY e.ord) "
+					 "OPERATOR(pg_catalog.||) ARRAY(SELECT c.%s::pg_catalog.text FROM ONLY %s AS c WHERE %s ORDER BY c.%s)) AS list "
+					 "FROM %s AS l) AS x WHERE %s AND t.%s::pg_catalog.text IS DISTINCT FROM x.list",
+					 MsQualifiedRelName(def->legacy), list, ms_key_cols("l", lk, n, true), list, sep,
+					 list, sep, elem, child, ms_same_key("c", def->key, "l", lk, n), elem,
+					 MS_NEW_TABLE, psprintf("%strue", ms_key_match("t", lk, "x", n)), list);
+	return buf.data;
+}
+
+/*
  * List, current to legacy: each parent of a key in newrows or oldrows gets
  * the list of its child rows, the elements it had keeping their places.
  * The parents are locked first, in key order: the list is then read under
@@ -833,6 +881,41 @@ ms_doc_changes(const MsLinkDef *def, const char *o, const char *n_)
 }
 
 /*
+ * ms_doc_raw_changes returns the FROM item of the settings on which the
+ * documents of oldrows and newrows differ, as ms_doc_changes does; the
+ * entries are compared as JSON first, so that only the changed ones are
+ * mapped to legacy names and text.
+ */
+static char *
+ms_doc_raw_changes(const MsLinkDef *def, const char *oldrows, const char *newrows,
+				   const char *cfg)
+{
+	int			n = def->nkeys;
+	const char *doc = quote_identifier(def->shape->column);
+	StringInfoData buf;
+	char	   *raw[2];
+
+	for (int i = 0; i < 2; i++)
+		raw[i] = psprintf("(SELECT %s%sa.key AS app, e.key, e.value AS raw FROM %s AS current "
+						  "CROSS JOIN LATERAL pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof(current.%s) = 'object' "
+						  "THEN current.%s ELSE '{}' END) AS a "
+						  "CROSS JOIN LATERAL pg_catalog.jsonb_each(CASE WHEN pg_catalog.jsonb_typeof(a.value) = 'object' "
+						  "THEN a.value ELSE '{}' END) AS e)",
+						  ms_key_cols("current", def->key, n, true), n ? ", " : "",
+						  i == 0 ? oldrows : newrows, doc, doc);
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "(SELECT %s%sx.name, mailsync._doc_encode(%s, x.name, x.raw) AS value, x.gone FROM (SELECT ",
+					 ms_k_cols("x", n), n ? ", " : "", cfg);
+	for (int k = 0; k < n; k++)
+		appendStringInfo(&buf, "COALESCE(n.k%d, o.k%d) AS k%d, ", k + 1, k + 1, k + 1);
+	appendStringInfo(&buf, "mailsync._doc_name(%s, COALESCE(n.app, o.app), COALESCE(n.key, o.key)) AS name, "
+					 "n.raw, n.app IS NULL AS gone FROM %s AS o FULL JOIN %s AS n ON %so.app = n.app AND o.key = n.key "
+					 "WHERE o.app IS NULL OR n.app IS NULL OR o.raw IS DISTINCT FROM n.raw) AS x WHERE x.name IS NOT NULL)",
+					 cfg, raw[0], raw[1], ms_key_match("o", NULL, "n", n));
+	return buf.data;
+}
+
+/*
  * Document, current to legacy: the legacy rows become what the changes
  * say, inserted, rewritten or deleted.
  */
@@ -882,6 +965,15 @@ ms_doc_up(const MsLinkDef *def, const char *newrows, const char *oldrows,
 	StringInfoData buf;
 
 	initStringInfo(&buf);
+
+	/*
+	 * One document for the whole table: whoever creates it holds a lock
+	 * until commit, and the statement after it, with a new snapshot, finds
+	 * the row another session created meanwhile and patches it.
+	 */
+	if (n == 0)
+		appendStringInfo(&buf, "SELECT pg_catalog.pg_advisory_xact_lock(%d, %d) WHERE NOT EXISTS (SELECT FROM ONLY %s); ",
+						 MS_ADVISORY_CLASS, (int32) def->current, current);
 	appendStringInfo(&buf, "WITH s AS (SELECT %s%slegacy.%s::pg_catalog.text AS n, legacy.%s::pg_catalog.text AS v, false AS del FROM %s AS legacy "
 					 "UNION ALL SELECT %s%so.%s::pg_catalog.text, NULL, true FROM %s AS o WHERE NOT EXISTS "
 					 "(SELECT FROM %s AS legacy WHERE ",
@@ -957,14 +1049,15 @@ MsShapeTriggerSql(const MsLinkDef *def, int side, MsEvent event)
 						quote_identifier(sh->legacy_column));
 	}
 
+	if (sh->kind == MS_SHAPE_LIST && side == MS_UP && event == MS_EVENT_INSERT)
+		return ms_list_adopt(def);
 	if (sh->kind == MS_SHAPE_LIST)
 		return side == MS_UP ?
 			ms_list_up(def, newrows, oldrows, event == MS_EVENT_UPDATE, false) :
 			ms_list_down(def, newrows, oldrows, false);
 	if (side == MS_UP)
 		return ms_doc_up(def, newrows, oldrows, cfg);
-	return ms_doc_down(def, ms_doc_changes(def, ms_doc_flat(def, oldrows, false, cfg),
-										   ms_doc_flat(def, newrows, false, cfg)));
+	return ms_doc_down(def, ms_doc_raw_changes(def, oldrows, newrows, cfg));
 }
 
 /*
@@ -1268,6 +1361,23 @@ ms_join_down(const MsLinkDef *def, const char *rows, bool all)
 	appendStringInfo(&buf, " SELECT (SELECT pg_catalog.count(*) FROM ins), %s(SELECT pg_catalog.count(*) FROM updj), %s",
 					 sh->nren ? "(SELECT pg_catalog.count(*) FROM updl) + " : "",
 					 all ? "(SELECT pg_catalog.count(*) FROM del)" : "0::pg_catalog.int8");
+
+	/*
+	 * The joined rows just written may be shared: the other current rows
+	 * whose legacy rows reference them get their values, as when the
+	 * joined table is updated directly.
+	 */
+	if (!all)
+		appendStringInfo(&buf, "; UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM ONLY %s AS j JOIN ONLY %s AS l ON l.%s = j.%s "
+						 "WHERE %s AND j.%s IN (SELECT l2.%s FROM %s AS c JOIN ONLY %s AS l2 ON %s) "
+						 "AND ROW(%s) IS DISTINCT FROM ROW(%s)",
+						 MsQualifiedRelName(def->current),
+						 ms_cols(NULL, sh->join_targets, sh->njoin, false, 0),
+						 ms_cols("j", sh->join_cols, sh->njoin, false, 0), joined, legacy, via, jkey,
+						 ms_same_key("t", def->key, "l", def->legacy_key, n), jkey, via, rows, legacy,
+						 ms_same_key("l2", def->legacy_key, "c", def->key, n),
+						 ms_cols("t", sh->join_targets, sh->njoin, false, 0),
+						 ms_cols("j", sh->join_cols, sh->njoin, false, 0));
 
 	return buf.data;
 }
