@@ -193,49 +193,73 @@ COMMIT;
 \echo 'Just the one that changed.'
 
 -----------------------------------------------------------------------------
--- 3. Domains: a value map, and a column whose meaning changed.
+-- 3. Domains: dates in a joined table, a column whose meaning changed;
+--    users: a value map.
 -----------------------------------------------------------------------------
 \echo
-\echo '=== 3. Domains: a value map, and a column whose meaning changed ==='
+\echo '=== 3. Domains and users: a joined table, a new meaning, a value map ==='
 \echo
-\echo 'In 1.x, domains.quota is the quota of each new mailbox (MB), and'
-\echo 'languages are written pt_BR, zh_TW. 2.x calls that default_mailbox_quota,'
-\echo 'has a new "quota" of its own (for the whole domain: 1.x has no column'
-\echo 'for it, so it stays in v2), and writes pt-br, zh-hant:'
+\echo 'Modoboa 1.x keeps the creation and modification dates of a domain in a'
+\echo 'row of objectdates that domains.dates_id references; 2.x keeps them on'
+\echo 'the domain. 1.x domains.quota is the quota of each new mailbox: 2.x'
+\echo 'calls it default_mailbox_quota, and has a new "quota" of its own (the'
+\echo 'whole domain''s: it has no 1.x column, so it stays in v2).'
 \echo
+CREATE TABLE v1.objectdates (
+	id			serial PRIMARY KEY,
+	creation	timestamptz NOT NULL DEFAULT now(),
+	last_modification timestamptz NOT NULL DEFAULT now());
 CREATE TABLE v1.domains (
 	id			serial PRIMARY KEY,
 	name		varchar(100) NOT NULL UNIQUE,
 	quota		integer NOT NULL DEFAULT 0,
-	default_language varchar(10) NOT NULL DEFAULT 'en');
+	dates_id	integer NOT NULL REFERENCES v1.objectdates);
 CREATE TABLE v2.domains (
 	id			integer PRIMARY KEY,
 	name		text NOT NULL UNIQUE,
 	default_mailbox_quota integer NOT NULL DEFAULT 0,
 	quota		integer NOT NULL DEFAULT 0,
-	language	text NOT NULL DEFAULT 'en');
-INSERT INTO v1.domains (name, quota, default_language) VALUES
-	('example.org', 1024, 'en'),
-	('exemplo.com.br', 2048, 'pt_BR'),
-	('example.tw', 512, 'zh_TW');
+	creation	timestamptz NOT NULL,
+	last_modification timestamptz NOT NULL);
+INSERT INTO v1.objectdates (creation, last_modification) VALUES
+	('2019-03-01 10:00+00', '2024-06-01 09:30+00'), ('2021-11-15 08:00+00', '2021-11-15 08:00+00');
+INSERT INTO v1.domains (name, quota, dates_id) VALUES ('example.org', 1024, 1), ('exemplo.com.br', 2048, 2);
 \set ECHO queries
 SELECT mailsync.link('domains', 'v1.domains', 'v2.domains', $${
 	"id": "id", "name": "name", "default_mailbox_quota": "quota",
-	"language": {"from": "default_language", "map": {"pt_BR": "pt-br", "zh_TW": "zh-hant"}}}$$,
+	"creation":          {"join": "v1.objectdates", "via": "dates_id"},
+	"last_modification": {"join": "v1.objectdates", "via": "dates_id"}}$$,
 	backfill => true) \gset
-SELECT * FROM v2.domains ORDER BY id;
+SELECT id, name, default_mailbox_quota, quota, creation, last_modification FROM v2.domains ORDER BY id;
 \set ECHO none
-\echo 'The 2.x UI gives example.org a 50 GB domain quota and creates a domain'
-\echo 'in zh-hant; the 1.x UI raises example.org''s mailbox quota and switches'
-\echo 'it to pt_BR:'
+\echo 'The 1.x UI touches example.org (only its objectdates row changes); the'
+\echo '2.x UI gives it a 50 GB domain quota and creates a domain, with its dates:'
 \echo
 \set ECHO queries
+UPDATE v1.objectdates SET last_modification = '2026-11-23 12:00+00' WHERE id = 1;
 UPDATE v2.domains SET quota = 51200 WHERE name = 'example.org';
-INSERT INTO v2.domains (name, default_mailbox_quota, quota, language)
-VALUES ('example.hk', 1024, 10240, 'zh-hant');
-UPDATE v1.domains SET quota = 4096, default_language = 'pt_BR' WHERE name = 'example.org';
-SELECT * FROM v1.domains ORDER BY id;
-SELECT * FROM v2.domains ORDER BY id;
+INSERT INTO v2.domains (name, default_mailbox_quota, creation, last_modification)
+VALUES ('example.hk', 512, '2026-11-23 12:05+00', '2026-11-23 12:05+00');
+SELECT d.id, d.name, d.quota, d.dates_id, o.creation, o.last_modification
+FROM v1.domains d JOIN v1.objectdates o ON o.id = d.dates_id ORDER BY d.id;
+SELECT id, name, default_mailbox_quota, quota, last_modification FROM v2.domains ORDER BY id;
+\set ECHO none
+\echo 'v2''s domain quota stayed in v2; the new domain got objectdates row 3.'
+\echo
+\echo 'Users: 1.x writes languages pt_BR, zh_TW; 2.x writes pt-br, zh-hant.'
+\echo 'A value map, no CASE expression to write:'
+\echo
+CREATE TABLE v1.users (id serial PRIMARY KEY, username varchar(254) NOT NULL, language varchar(10) NOT NULL DEFAULT 'en');
+CREATE TABLE v2.users (id integer PRIMARY KEY, username text NOT NULL, language text NOT NULL DEFAULT 'en');
+INSERT INTO v1.users (username, language) VALUES ('ana@exemplo.com.br', 'pt_BR'), ('bob@example.org', 'en');
+\set ECHO queries
+SELECT mailsync.link('users', 'v1.users', 'v2.users', $${
+	"id": "id", "username": "username",
+	"language": {"from": "language", "map": {"pt_BR": "pt-br", "zh_TW": "zh-hant"}}}$$,
+	backfill => true) \gset
+UPDATE v2.users SET language = 'zh-hant' WHERE username = 'bob@example.org';
+SELECT v1.id, v1.language AS v1_language, v2.language AS v2_language
+FROM v1.users v1 JOIN v2.users v2 USING (id) ORDER BY id;
 \set ECHO none
 
 -----------------------------------------------------------------------------

@@ -705,7 +705,7 @@ mailsync_link(PG_FUNCTION_ARGS)
 		MsCheckTableOwner(def->shape->join_relid);
 
 	def->replica = replica;
-	if (share_sequence && def->shape == NULL)
+	if (share_sequence && (def->shape == NULL || def->shape->kind == MS_SHAPE_JOIN))
 		shared = ms_share_key_sequence(def);
 	if (backfill)
 	{

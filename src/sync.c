@@ -748,7 +748,7 @@ ms_entry_build(MsLinkEntry *e, Oid trigger_fn)
 		e->apply_trigger[ev] = MsTriggerName(e->name, def->shape != NULL, (MsEvent) ev, true);
 	e->seq = ms_ascending_sequence(def);
 	e->seq_floor = PG_INT64_MIN;
-	for (int side = MS_UP; side <= MS_DOWN && OidIsValid(e->seq); side++)
+	for (int side = MS_UP; side <= MS_DOWN && OidIsValid(e->seq) && !def->shape; side++)
 	{
 		Relation	src = side == MS_UP ? legacy : current;
 
