@@ -235,6 +235,7 @@ extern void MsCheckLinkableTable(Relation rel, const char *role);
 extern List *MsTextArrayToList(ArrayType *arr, const char *argname);
 extern AttrNumber MsLookupColumn(Relation rel, const char *colname, int side,
 								 const char *hint);
+extern List *MsPrimaryKeyColumns(Relation current);
 extern void MsCheckNotNullWritten(Relation rel, int side, int nwritten,
 								  const AttrNumber *written, const char *hint_fmt);
 

@@ -755,6 +755,31 @@ ms_column_var(Form_pg_attribute att)
 }
 
 /*
+ * MsPrimaryKeyColumns returns the names of the current table's primary key
+ * columns: a link's key when none is given.
+ */
+List *
+MsPrimaryKeyColumns(Relation current)
+{
+	Oid			pk = RelationGetPrimaryKeyIndex(current);
+	Relation	idx;
+	List	   *key = NIL;
+
+	if (!OidIsValid(pk))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+				 errmsg("current table \"%s\" has no primary key",
+						MsRelDisplayName(RelationGetRelid(current))),
+				 errhint("Pass key => ARRAY['column', ...] naming columns that a unique index covers on both tables.")));
+	idx = index_open(pk, AccessShareLock);
+	for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
+		key = lappend(key, get_attname(RelationGetRelid(current),
+									   idx->rd_index->indkey.values[i], false));
+	index_close(idx, AccessShareLock);
+	return key;
+}
+
+/*
  * MsCheckNotNullWritten refuses a table mailsync would insert rows into
  * while leaving a NOT NULL column without value: every insert would fail.
  * written lists the columns the inserts give a value.
@@ -1027,23 +1052,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 
 	/* the key: current-side columns, each mapped by name to a legacy column */
 	if (key == NIL)
-	{
-		Oid			pk = RelationGetPrimaryKeyIndex(current);
-		Relation	idx;
-
-		if (!OidIsValid(pk))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-					 errmsg("current table \"%s\" has no primary key",
-							MsRelDisplayName(def->current)),
-					 errhint("Pass key => ARRAY['column', ...] naming columns that a unique index covers on both tables.")));
-		idx = index_open(pk, AccessShareLock);
-		for (int i = 0; i < idx->rd_index->indnkeyatts; i++)
-			key = lappend(key, get_attname(def->current,
-										   idx->rd_index->indkey.values[i],
-										   false));
-		index_close(idx, AccessShareLock);
-	}
+		key = MsPrimaryKeyColumns(current);
 
 	def->nkeys = list_length(key);
 	def->key = palloc(sizeof(char *) * def->nkeys);

@@ -259,20 +259,7 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 
 	/* the key, as a rows link has it: default the current primary key */
 	if (key == NIL)
-	{
-		Oid			cpk = RelationGetPrimaryKeyIndex(current);
-		Relation	idx;
-
-		if (!OidIsValid(cpk))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-					 errmsg("current table \"%s\" has no primary key", MsRelDisplayName(def->current)),
-					 errhint("Pass key => ARRAY['column', ...].")));
-		idx = index_open(cpk, AccessShareLock);
-		for (int k = 0; k < idx->rd_index->indnkeyatts; k++)
-			key = lappend(key, get_attname(def->current, idx->rd_index->indkey.values[k], false));
-		index_close(idx, AccessShareLock);
-	}
+		key = MsPrimaryKeyColumns(current);
 	def->nkeys = list_length(key);
 	def->key = palloc(sizeof(char *) * def->nkeys);
 	def->legacy_key = palloc(sizeof(char *) * def->nkeys);
