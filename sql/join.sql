@@ -339,6 +339,17 @@ SELECT pg_temp.refused($$SELECT mailsync.link('bad', 'jn1.aliases', 'jn2.aliases
 RESET ROLE;
 
 DROP TABLE jn1.aliases, jn2.aliases;
+
+-- a key column named twice, and a key column that allows NULL
+SELECT pg_temp.refused($$SELECT mailsync.link('bad', 'jn1.domains', 'jn2.domains', '{"id": "id", "name": "name",
+	"creation": {"join": "jn1.objectdates", "via": "dates_id"},
+	"last_modification": {"join": "jn1.objectdates", "via": "dates_id"}}', key => '{id,id}')$$) AS key_twice;
+CREATE TABLE jn1.nk (code text UNIQUE, dates_id integer REFERENCES jn1.objectdates);
+CREATE TABLE jn2.nk (code text UNIQUE, creation timestamptz, last_modification timestamptz);
+SELECT pg_temp.refused($$SELECT mailsync.link('bad', 'jn1.nk', 'jn2.nk', '{"code": "code",
+	"creation": {"join": "jn1.objectdates", "via": "dates_id"},
+	"last_modification": {"join": "jn1.objectdates", "via": "dates_id"}}', key => '{code}')$$) AS nullable_key;
+DROP TABLE jn1.nk, jn2.nk;
 REVOKE USAGE ON SCHEMA jn1, jn2 FROM regress_jn_owner;
 DROP ROLE regress_jn_owner;
 SET client_min_messages = warning;

@@ -134,6 +134,75 @@ ms_check_shape_not_null(Relation rel, int side, int nwritten,
 }
 
 /*
+ * ms_resolve_key resolves the key of a shape link: each current key column,
+ * named once, mapped by one of the renames (list_make2(current, legacy))
+ * to a legacy column.  It fills in def's key names
+ * and the attribute numbers cur_keys and leg_keys, which the caller sizes.
+ */
+static void
+ms_resolve_key(MsLinkDef *def, Relation legacy, Relation current, List *key,
+			   List *renames, AttrNumber *cur_keys, AttrNumber *leg_keys)
+{
+	ListCell   *lc;
+	int			i = 0;
+
+	def->nkeys = list_length(key);
+	def->key = palloc(sizeof(char *) * (def->nkeys + 1));
+	def->legacy_key = palloc(sizeof(char *) * (def->nkeys + 1));
+	foreach(lc, key)
+	{
+		char	   *col = (char *) lfirst(lc);
+		char	   *leg = NULL;
+		ListCell   *lc2;
+
+		foreach(lc2, renames)
+			if (strcmp((char *) linitial((List *) lfirst(lc2)), col) == 0)
+				leg = (char *) lsecond((List *) lfirst(lc2));
+		cur_keys[i] = MsLookupColumn(current, col, MS_CURRENT_SIDE,
+									 "Key columns are columns of the current table.");
+		for (int j = 0; j < i; j++)
+			if (cur_keys[j] == cur_keys[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_DUPLICATE_COLUMN),
+						 errmsg("key column \"%s\" is named twice", col)));
+		if (leg == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+					 errmsg("key column \"%s\" is not mapped", col),
+					 errhint("Add \"%s\": \"<legacy column>\" to columns.", col)));
+		leg_keys[i] = MsLookupColumn(legacy, leg, MS_LEGACY_SIDE,
+									 "Renames name columns of the legacy table.");
+		def->key[i] = pstrdup(get_attname(def->current, cur_keys[i], false));
+		def->legacy_key[i] = pstrdup(leg);
+		i++;
+	}
+}
+
+/*
+ * ms_check_key_not_null refuses a key column that allows NULL on either
+ * side: a row with a NULL key could not be found again on the other table.
+ */
+static void
+ms_check_key_not_null(const MsLinkDef *def, Relation legacy, Relation current,
+					  const AttrNumber *cur_keys, const AttrNumber *leg_keys)
+{
+	for (int i = 0; i < def->nkeys; i++)
+		for (int side = MS_LEGACY_SIDE; side <= MS_CURRENT_SIDE; side++)
+		{
+			Relation	rel = side == MS_LEGACY_SIDE ? legacy : current;
+			AttrNumber	attno = side == MS_LEGACY_SIDE ? leg_keys[i] : cur_keys[i];
+
+			if (!TupleDescAttr(RelationGetDescr(rel), attno - 1)->attnotnull)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
+						 errmsg("key column \"%s\" of %s table \"%s\" allows NULL",
+								NameStr(TupleDescAttr(RelationGetDescr(rel), attno - 1)->attname),
+								side_name[side], MsRelDisplayName(RelationGetRelid(rel))),
+						 errhint("Set it NOT NULL, or link on NOT NULL columns.")));
+		}
+}
+
+/*
  * ms_compile_join validates a link whose current table has columns that
  * live, on the legacy side, in a row of a third table the legacy row
  * references: {"join": "v1.objectdates", "via": "dates_id", "column":
@@ -154,6 +223,8 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 	AttrNumber	via;
 	AttrNumber *cur_written;
 	AttrNumber *leg_written;
+	AttrNumber *cur_keys;
+	AttrNumber *leg_keys;
 	int			ncur = 0;
 	int			nleg = 0;
 	ListCell   *lc;
@@ -260,9 +331,6 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 	/* the key, as a rows link has it: default the current primary key */
 	if (key == NIL)
 		key = MsPrimaryKeyColumns(current);
-	def->nkeys = list_length(key);
-	def->key = palloc(sizeof(char *) * def->nkeys);
-	def->legacy_key = palloc(sizeof(char *) * def->nkeys);
 	sh->ren_cur = palloc(sizeof(char *) * (list_length(renames) + 1));
 	sh->ren_leg = palloc(sizeof(char *) * (list_length(renames) + 1));
 	cur_written = palloc(sizeof(AttrNumber) * (list_length(renames) + sh->njoin + 1));
@@ -290,36 +358,17 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 			sh->ren_leg[sh->nren++] = leg;
 		}
 	}
-	i = 0;
-	foreach(lc, key)
-	{
-		char	   *col = (char *) lfirst(lc);
-		ListCell   *lc2;
-
-		def->key[i] = NULL;
-		foreach(lc2, renames)
-			if (strcmp((char *) linitial((List *) lfirst(lc2)), col) == 0)
-			{
-				def->key[i] = col;
-				def->legacy_key[i] = (char *) lsecond((List *) lfirst(lc2));
-			}
-		if (def->key[i] == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-					 errmsg("key column \"%s\" is not mapped", col),
-					 errhint("Add \"%s\": \"<legacy column>\" to columns.", col)));
-		i++;
-	}
+	cur_keys = palloc(sizeof(AttrNumber) * (list_length(key) + 1));
+	leg_keys = palloc(sizeof(AttrNumber) * (list_length(key) + 1));
+	ms_resolve_key(def, legacy, current, key, renames, cur_keys, leg_keys);
+	ms_check_key_not_null(def, legacy, current, cur_keys, leg_keys);
 	for (int side = MS_LEGACY_SIDE; side <= MS_CURRENT_SIDE; side++)
 	{
 		Relation	rel = side == MS_LEGACY_SIDE ? legacy : current;
-		char	  **names = side == MS_LEGACY_SIDE ? def->legacy_key : def->key;
-		AttrNumber *attnos = palloc(sizeof(AttrNumber) * def->nkeys);
-		Oid		   *eqops = palloc(sizeof(Oid) * def->nkeys);
+		Oid		   *eqops = palloc(sizeof(Oid) * (def->nkeys + 1));
 
-		for (int k = 0; k < def->nkeys; k++)
-			attnos[k] = get_attnum(RelationGetRelid(rel), names[k]);
-		if (!OidIsValid(MsFindKeyIndex(rel, def->nkeys, attnos, eqops)))
+		if (!OidIsValid(MsFindKeyIndex(rel, def->nkeys,
+									   side == MS_LEGACY_SIDE ? leg_keys : cur_keys, eqops)))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
 					 errmsg("no unique index on %s table \"%s\" covers exactly the key",
@@ -444,11 +493,6 @@ MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
 	}
 
 	/* the other mappings are the key, each a rename */
-	def->nkeys = list_length(key);
-	def->key = palloc(sizeof(char *) * (def->nkeys + 1));
-	def->legacy_key = palloc(sizeof(char *) * (def->nkeys + 1));
-	cur_keys = palloc(sizeof(AttrNumber) * (def->nkeys + 2));
-	leg_keys = palloc(sizeof(AttrNumber) * (def->nkeys + 3));
 	foreach(lc, renames)
 	{
 		List	   *pair = (List *) lfirst(lc);
@@ -464,55 +508,22 @@ MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
 							(char *) linitial(pair), what, what),
 					 errhint("Name it in key => ARRAY[...], or leave it out of the mapping (link it with a rows link of its own).")));
 	}
-	i = 0;
-	foreach(lc, key)
+	cur_keys = palloc(sizeof(AttrNumber) * (list_length(key) + 2));
+	leg_keys = palloc(sizeof(AttrNumber) * (list_length(key) + 3));
+	ms_resolve_key(def, legacy, current, key, renames, cur_keys, leg_keys);
+	for (i = 0; i < def->nkeys; i++)
 	{
-		char	   *col = (char *) lfirst(lc);
-		char	   *leg = NULL;
-		ListCell   *lc2;
-
-		foreach(lc2, renames)
-			if (strcmp((char *) linitial((List *) lfirst(lc2)), col) == 0)
-				leg = (char *) lsecond((List *) lfirst(lc2));
-		cur_keys[i] = MsLookupColumn(current, col, MS_CURRENT_SIDE,
-									 "Key columns are columns of the current table.");
-		for (int j = 0; j < i; j++)
-			if (cur_keys[j] == cur_keys[i])
-				ereport(ERROR,
-						(errcode(ERRCODE_DUPLICATE_COLUMN),
-						 errmsg("key column \"%s\" is named twice", col)));
-		if (leg == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-					 errmsg("key column \"%s\" is not mapped", col),
-					 errhint("Add \"%s\": \"<legacy column>\" to columns.", col)));
 		if (cur_keys[i] == col_attno)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("column \"%s\" is both a key and the %s", col, what)));
-		leg_keys[i] = MsLookupColumn(legacy, leg, MS_LEGACY_SIDE,
-									 "Renames name columns of the legacy table.");
+					 errmsg("column \"%s\" is both a key and the %s", def->key[i], what)));
 		if (leg_keys[i] == leg_col || leg_keys[i] == leg_value)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("legacy column \"%s\" is both a key and part of the %s", leg, what)));
-		def->key[i] = pstrdup(get_attname(def->current, cur_keys[i], false));
-		def->legacy_key[i] = pstrdup(leg);
-		for (int side = MS_LEGACY_SIDE; side <= MS_CURRENT_SIDE; side++)
-		{
-			Relation	rel = side == MS_LEGACY_SIDE ? legacy : current;
-			AttrNumber	attno = side == MS_LEGACY_SIDE ? leg_keys[i] : cur_keys[i];
-
-			if (!TupleDescAttr(RelationGetDescr(rel), attno - 1)->attnotnull)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_COLUMN_REFERENCE),
-						 errmsg("key column \"%s\" of %s table \"%s\" allows NULL",
-								NameStr(TupleDescAttr(RelationGetDescr(rel), attno - 1)->attname),
-								side_name[side], MsRelDisplayName(RelationGetRelid(rel))),
-						 errhint("Set it NOT NULL, or link on NOT NULL columns.")));
-		}
-		i++;
+					 errmsg("legacy column \"%s\" is both a key and part of the %s",
+							def->legacy_key[i], what)));
 	}
+	ms_check_key_not_null(def, legacy, current, cur_keys, leg_keys);
 
 	/* the unique indexes the statements rely on */
 	{
