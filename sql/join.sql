@@ -247,6 +247,12 @@ SELECT * FROM mailsync.verify('mbox');
 -- status, triggers, unlink
 --
 SELECT name, legacy, current, direction, triggers_ok, drift, problem FROM mailsync.status() ORDER BY name;
+-- CALL backfill of a join link: one statement, the state recorded as done
+\set VERBOSITY terse
+CALL mailsync.backfill('dom', 'up');
+\set VERBOSITY default
+SELECT link, direction, state, rows_done FROM mailsync.backfills WHERE link = 'dom';
+SELECT count(*) AS drift FROM mailsync.verify('dom');
 -- the triggers of both links: on each link's two tables, and one UPDATE
 -- trigger each on objectdates
 SELECT tgrelid::regclass AS tbl, tgname, tgenabled FROM pg_trigger

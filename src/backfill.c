@@ -356,14 +356,13 @@ ms_run(MsBackfill *b)
 }
 
 /*
- * ms_run_shape backfills a list or document link: its rows do not pair by
- * one key, so one statement makes the other table match the source, in
- * one transaction, as repair does.
+ * ms_run_shape backfills a list, document or join link: one statement
+ * makes the other table match the source, in one transaction, as repair
+ * does.
  */
 static void
 ms_run_shape(MsBackfill *b, int side)
 {
-	char	   *sql = MsShapeRepairSql(b->def, side);
 	TimestampTz start = GetCurrentTimestamp();
 	long		secs;
 	int			usecs;
@@ -371,19 +370,12 @@ ms_run_shape(MsBackfill *b, int side)
 	ereport(NOTICE,
 			(errmsg("backfill of link \"%s\" (%s): a %s link is copied from \"%s\" to \"%s\" in one statement",
 					b->def->name, b->direction,
-					b->def->shape->kind == MS_SHAPE_LIST ? "list" : "document",
+					MsShapeKindName(b->def->shape->kind),
 					MsRelDisplayName(side == MS_UP ? b->def->legacy : b->def->current),
 					MsRelDisplayName(side == MS_UP ? b->def->current : b->def->legacy))));
 	MsGuardPush(b->def->name);
-	MsSpiExecRetryLock(sql, SPI_OK_SELECT);
+	b->rows_written += MsShapeCopy(b->def, side, true);
 	MsGuardPop();
-	for (int c = 1; c <= 3; c++)
-	{
-		bool		isnull;
-
-		b->rows_written += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-													   SPI_tuptable->tupdesc, c, &isnull));
-	}
 	b->rows_done = b->rows_total = b->run_rows = b->rows_written;
 	TimestampDifference(start, GetCurrentTimestamp(), &secs, &usecs);
 	b->longest_batch_ms = secs * 1000.0 + usecs / 1000.0;

@@ -441,20 +441,12 @@ ms_open_linked_table(Oid relid, const char *role, LOCKMODE lockmode)
 static void
 ms_backfill(MsLinkDef *def)
 {
-	/* a list or document: the source side made whole on the other */
+	/* a shape link: the source side made whole on the other */
 	if (def->shape)
 	{
 		int			side = def->dir[MS_UP].enabled ? MS_UP : MS_DOWN;
-		int64		written = 0;
+		int64		written = MsShapeCopy(def, side, false);
 
-		MsSpiExec(MsShapeRepairSql(def, side), SPI_OK_SELECT);
-		for (int c = 1; c <= 3; c++)
-		{
-			bool		isnull;
-
-			written += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, c, &isnull));
-		}
 		ereport(NOTICE,
 				(errmsg("link \"%s\": wrote " INT64_FORMAT " rows of %s to match %s",
 						def->name, written,

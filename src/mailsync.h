@@ -114,9 +114,10 @@ typedef enum MsShapeKind
 } MsShapeKind;
 
 /*
- * MsShape: what a list or document link adds to its key (shape.c).  The
- * key of the link (MsLinkDef.key, legacy_key) is the parent key of a
- * list, and the group key (may be empty) of a document.
+ * MsShape: what a list, document or join link adds to its key (shape.c).
+ * The key of the link (MsLinkDef.key, legacy_key) is the parent key of a
+ * list, the group key (may be empty) of a document, and the row key of a
+ * join link.
  */
 typedef struct MsShape
 {
@@ -272,6 +273,8 @@ extern void MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
 						   MsShapeKind kind, List *shaped, List *renames,
 						   List *key, StringInfo json);
 extern char *MsShapeJoinSql(const MsLinkDef *def);
+extern const char *MsShapeKindName(MsShapeKind kind);
+extern int64 MsShapeCopy(const MsLinkDef *def, int side, bool retry);
 extern char *MsShapeTriggerSql(const MsLinkDef *def, int side, MsEvent event);
 extern char *MsShapeVerifySql(const MsLinkDef *def);
 extern char *MsShapeRepairSql(const MsLinkDef *def, int side);

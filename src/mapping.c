@@ -69,7 +69,7 @@ typedef struct MsMapEntry
 	char	   *to;				/* legacy column that "down" writes */
 	char	   *from;			/* legacy column of a value map */
 	JsonbValue	map;			/* the value map: legacy value -> current */
-	MsShapeKind shape;			/* a list or document mapping */
+	MsShapeKind shape;			/* a list, document or join mapping */
 	JsonbValue	spec;			/* its object, as written */
 } MsMapEntry;
 
@@ -362,8 +362,7 @@ ms_parse_entry(char *column, JsonbValue *v)
 	/* a list or a document: its own object, checked with the shape */
 	for (int s = MS_SHAPE_LIST; s <= MS_SHAPE_JOIN; s++)
 	{
-		const char *word = s == MS_SHAPE_LIST ? "list" :
-			s == MS_SHAPE_DOCUMENT ? "document" : "join";
+		const char *word = MsShapeKindName((MsShapeKind) s);
 
 		if (getKeyJsonValueFromContainer(v->val.binary.data, word,
 										 strlen(word), NULL) != NULL)
@@ -916,8 +915,7 @@ MsCompileLink(const char *name, Relation legacy, Relation current,
 		}
 		if (shape != NULL)
 		{
-			what = shape->shape == MS_SHAPE_LIST ? "list" :
-				shape->shape == MS_SHAPE_DOCUMENT ? "document" : "join";
+			what = MsShapeKindName(shape->shape);
 			foreach(lc, entries)
 			{
 				MsMapEntry *e = (MsMapEntry *) lfirst(lc);

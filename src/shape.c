@@ -48,6 +48,52 @@
 static const char *const side_name[2] = {"legacy", "current"};
 
 /*
+ * MsShapeKindName returns the word a shape is written with in a mapping.
+ */
+const char *
+MsShapeKindName(MsShapeKind kind)
+{
+	switch (kind)
+	{
+		case MS_SHAPE_LIST:
+			return "list";
+		case MS_SHAPE_DOCUMENT:
+			return "document";
+		case MS_SHAPE_JOIN:
+			return "join";
+		case MS_SHAPE_ROWS:
+			break;
+	}
+	return "rows";
+}
+
+/*
+ * MsShapeCopy makes the other table of a shape link match the source table
+ * of side, as repair does, and returns how many rows it wrote.  The
+ * statement runs once, or with retry as a backfill batch is retried when
+ * it waits too long for a lock.
+ */
+int64
+MsShapeCopy(const MsLinkDef *def, int side, bool retry)
+{
+	char	   *sql = MsShapeRepairSql(def, side);
+	int64		written = 0;
+
+	if (retry)
+		MsSpiExecRetryLock(sql, SPI_OK_SELECT);
+	else
+		MsSpiExec(sql, SPI_OK_SELECT);
+	for (int c = 1; c <= 3; c++)
+	{
+		bool		isnull;
+
+		written += DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, c, &isnull));
+	}
+	return written;
+}
+
+/*
  * ms_spec_string returns a string field of a shape's object, or dflt.
  */
 static char *
@@ -400,7 +446,7 @@ ms_compile_join(MsLinkDef *def, Relation legacy, Relation current,
 }
 
 /*
- * MsCompileShape validates a list or document link and fills in def.
+ * MsCompileShape validates a list, document or join link and fills in def.
  * renames lists the other mappings, each list_make2(current, legacy);
  * they must be exactly the key.  The normalised mapping is appended to
  * json, an object under construction.
@@ -417,7 +463,7 @@ MsCompileShape(MsLinkDef *def, Relation legacy, Relation current,
 	const char *column = (const char *) linitial((List *) linitial(shaped));
 	JsonbValue *spec = (JsonbValue *) lsecond((List *) linitial(shaped));
 	JsonbContainer *obj = spec->val.binary.data;
-	const char *what = kind == MS_SHAPE_LIST ? "list" : "document";
+	const char *what = MsShapeKindName(kind);
 	AttrNumber	col_attno;
 	AttrNumber *cur_keys;
 	AttrNumber *leg_keys;

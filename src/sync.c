@@ -522,8 +522,9 @@ ms_runtime_build(MsRuntime *rt, int side, const MsDirection *d, Relation src,
 }
 
 /*
- * ms_shape_runtime_build keeps the statements of one direction of a list
- * or document link: one per event, over the transition tables.
+ * ms_shape_runtime_build keeps the statements of one direction of a list,
+ * document or join link: one per event, over the transition tables (and,
+ * for a join link's up direction, the one for its joined table).
  */
 static void
 ms_shape_runtime_build(MsRuntime *rt, int side, const MsLinkDef *def,
