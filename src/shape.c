@@ -647,25 +647,35 @@ static char *ms_join_verify_sql(const MsLinkDef *def);
 static char *ms_list_adopt(const MsLinkDef *def);
 
 /*
- * ms_key_cols returns "a.k1, a.k2" for key names (alias may be NULL), or
- * with as_k "a.k1 AS k1, ..." naming them k1..kn.
+ * ms_cols returns "a.x, a.y" for column names (alias may be NULL), or with
+ * as "a.x AS <as><first>, a.y AS <as><first + 1>, ...".
  */
 static char *
-ms_key_cols(const char *alias, char **names, int n, bool as_k)
+ms_cols(const char *alias, char **names, int n, const char *as, int first)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	for (int k = 0; k < n; k++)
+	for (int i = 0; i < n; i++)
 	{
-		appendStringInfo(&buf, "%s", k ? ", " : "");
+		appendStringInfoString(&buf, i ? ", " : "");
 		if (alias)
 			appendStringInfo(&buf, "%s.", alias);
-		appendStringInfoString(&buf, quote_identifier(names[k]));
-		if (as_k)
-			appendStringInfo(&buf, " AS k%d", k + 1);
+		appendStringInfoString(&buf, quote_identifier(names[i]));
+		if (as)
+			appendStringInfo(&buf, " AS %s%d", as, first + i);
 	}
 	return buf.data;
+}
+
+/*
+ * ms_key_cols returns "a.k1, a.k2" for key names, or with as_k the same
+ * renamed k1..kn.
+ */
+static char *
+ms_key_cols(const char *alias, char **names, int n, bool as_k)
+{
+	return ms_cols(alias, names, n, as_k ? "k" : NULL, 1);
 }
 
 /*
@@ -1238,28 +1248,6 @@ MsShapeVerifySql(const MsLinkDef *def)
  * ---------------------------------------------------------------------
  */
 
-/*
- * ms_cols returns "a.x, a.y" (alias may be NULL), or "a.x AS v1, ..." with
- * as_v.
- */
-static char *
-ms_cols(const char *alias, char **names, int n, bool as_v, int first_v)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < n; i++)
-	{
-		appendStringInfoString(&buf, i ? ", " : "");
-		if (alias)
-			appendStringInfo(&buf, "%s.", alias);
-		appendStringInfoString(&buf, quote_identifier(names[i]));
-		if (as_v)
-			appendStringInfo(&buf, " AS v%d", first_v + i);
-	}
-	return buf.data;
-}
-
 /* the sequence of the joined table's key, for new joined rows */
 static char *
 ms_join_nextval(const MsShape *sh)
@@ -1284,7 +1272,7 @@ ms_join_rekey(const MsLinkDef *def, int side)
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "UPDATE ONLY %s AS t SET (%s) = ROW(",
-					 MsQualifiedRelName(dst_relid), ms_cols(NULL, dst, n, false, 0));
+					 MsQualifiedRelName(dst_relid), ms_cols(NULL, dst, n, NULL, 0));
 	for (int k = 0; k < n; k++)
 		appendStringInfo(&buf, "%sp.n%d", k ? ", " : "", k + 1);
 	appendStringInfoString(&buf, ") FROM (SELECT ");
@@ -1294,8 +1282,8 @@ ms_join_rekey(const MsLinkDef *def, int side)
 	appendStringInfo(&buf, " FROM (SELECT pg_catalog.row_number() OVER () AS ms_rn, x.* FROM %s AS x) AS o "
 					 "JOIN (SELECT pg_catalog.row_number() OVER () AS ms_rn, x.* FROM %s AS x) AS n "
 					 "ON o.ms_rn = n.ms_rn WHERE ROW(%s) IS DISTINCT FROM ROW(%s)) AS p WHERE ",
-					 MS_OLD_TABLE, MS_NEW_TABLE, ms_cols("o", src, n, false, 0),
-					 ms_cols("n", src, n, false, 0));
+					 MS_OLD_TABLE, MS_NEW_TABLE, ms_cols("o", src, n, NULL, 0),
+					 ms_cols("n", src, n, NULL, 0));
 	for (int k = 0; k < n; k++)
 		appendStringInfo(&buf, "%st.%s = p.o%d", k ? " AND " : "", quote_identifier(dst[k]), k + 1);
 	return buf.data;
@@ -1312,8 +1300,8 @@ ms_join_up(const MsLinkDef *def, const char *rows, bool counts)
 	const MsShape *sh = def->shape;
 	int			n = def->nkeys;
 	StringInfoData buf;
-	char	   *cur_cols = psprintf("%s%s%s", ms_cols(NULL, sh->ren_cur, sh->nren, false, 0),
-									sh->nren ? ", " : "", ms_cols(NULL, sh->join_targets, sh->njoin, false, 0));
+	char	   *cur_cols = psprintf("%s%s%s", ms_cols(NULL, sh->ren_cur, sh->nren, NULL, 0),
+									sh->nren ? ", " : "", ms_cols(NULL, sh->join_targets, sh->njoin, NULL, 0));
 
 	initStringInfo(&buf);
 	if (counts)
@@ -1321,18 +1309,18 @@ ms_join_up(const MsLinkDef *def, const char *rows, bool counts)
 	appendStringInfo(&buf, "INSERT INTO %s AS t (%s, %s) SELECT %s, %s%s%s FROM %s AS l "
 					 "LEFT JOIN ONLY %s AS j ON j.%s = l.%s ON CONFLICT (%s) DO UPDATE SET (%s) = ROW(%s) "
 					 "WHERE ROW(%s) IS DISTINCT FROM ROW(%s)",
-					 MsQualifiedRelName(def->current), ms_cols(NULL, def->key, n, false, 0), cur_cols,
-					 ms_cols("l", def->legacy_key, n, false, 0),
-					 ms_cols("l", sh->ren_leg, sh->nren, false, 0), sh->nren ? ", " : "",
-					 ms_cols("j", sh->join_cols, sh->njoin, false, 0), rows,
+					 MsQualifiedRelName(def->current), ms_cols(NULL, def->key, n, NULL, 0), cur_cols,
+					 ms_cols("l", def->legacy_key, n, NULL, 0),
+					 ms_cols("l", sh->ren_leg, sh->nren, NULL, 0), sh->nren ? ", " : "",
+					 ms_cols("j", sh->join_cols, sh->njoin, NULL, 0), rows,
 					 MsQualifiedRelName(sh->join_relid), quote_identifier(sh->join_key),
-					 quote_identifier(sh->via), ms_cols(NULL, def->key, n, false, 0), cur_cols,
-					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, false, 0),
-							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, false, 0)),
-					 psprintf("%s%s%s", ms_cols("t", sh->ren_cur, sh->nren, false, 0),
-							  sh->nren ? ", " : "", ms_cols("t", sh->join_targets, sh->njoin, false, 0)),
-					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, false, 0),
-							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, false, 0)));
+					 quote_identifier(sh->via), ms_cols(NULL, def->key, n, NULL, 0), cur_cols,
+					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, NULL, 0),
+							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, NULL, 0)),
+					 psprintf("%s%s%s", ms_cols("t", sh->ren_cur, sh->nren, NULL, 0),
+							  sh->nren ? ", " : "", ms_cols("t", sh->join_targets, sh->njoin, NULL, 0)),
+					 psprintf("%s%s%s", ms_cols("EXCLUDED", sh->ren_cur, sh->nren, NULL, 0),
+							  sh->nren ? ", " : "", ms_cols("EXCLUDED", sh->join_targets, sh->njoin, NULL, 0)));
 	if (counts)
 		appendStringInfo(&buf, " RETURNING t.xmax OPERATOR(pg_catalog.=) 0 AS fresh), "
 						 "del AS (DELETE FROM ONLY %s AS t WHERE NOT EXISTS (SELECT FROM ONLY %s AS l WHERE %s) RETURNING 1) "
@@ -1368,37 +1356,37 @@ ms_join_down(const MsLinkDef *def, const char *rows, bool all)
 					 "WHERE l.%s IS NULL), j AS (INSERT INTO %s (%s, %s) SELECT s.ms_jid, %s FROM src AS s) "
 					 "UPDATE ONLY %s AS t SET %s = s.ms_jid FROM src AS s WHERE %s; ",
 					 ms_key_cols("l", def->legacy_key, n, true), ms_join_nextval(sh),
-					 ms_cols("c", sh->join_targets, sh->njoin, false, 0), rows, legacy,
+					 ms_cols("c", sh->join_targets, sh->njoin, NULL, 0), rows, legacy,
 					 ms_same_key("l", def->legacy_key, "c", def->key, n), via,
-					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
-					 ms_cols("s", sh->join_targets, sh->njoin, false, 0), legacy, via,
+					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, NULL, 0),
+					 ms_cols("s", sh->join_targets, sh->njoin, NULL, 0), legacy, via,
 					 psprintf("%strue", ms_key_match("t", def->legacy_key, "s", n)));
 	appendStringInfo(&buf, "WITH src AS MATERIALIZED (SELECT c.*, %s AS ms_jid FROM %s AS c "
 					 "WHERE NOT EXISTS (SELECT FROM ONLY %s AS l WHERE %s)), "
 					 "j AS (INSERT INTO %s (%s, %s) SELECT c.ms_jid, %s FROM src AS c RETURNING 1), "
 					 "ins AS (INSERT INTO %s (%s%s%s, %s) SELECT %s%s%s, c.ms_jid FROM src AS c RETURNING 1)",
 					 ms_join_nextval(sh), rows, legacy, ms_same_key("l", def->legacy_key, "c", def->key, n),
-					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
-					 ms_cols("c", sh->join_targets, sh->njoin, false, 0),
-					 legacy, ms_cols(NULL, def->legacy_key, n, false, 0), sh->nren ? ", " : "",
-					 ms_cols(NULL, sh->ren_leg, sh->nren, false, 0), via,
-					 ms_cols("c", def->key, n, false, 0), sh->nren ? ", " : "",
-					 ms_cols("c", sh->ren_cur, sh->nren, false, 0));
+					 joined, jkey, ms_cols(NULL, sh->join_cols, sh->njoin, NULL, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, NULL, 0),
+					 legacy, ms_cols(NULL, def->legacy_key, n, NULL, 0), sh->nren ? ", " : "",
+					 ms_cols(NULL, sh->ren_leg, sh->nren, NULL, 0), via,
+					 ms_cols("c", def->key, n, NULL, 0), sh->nren ? ", " : "",
+					 ms_cols("c", sh->ren_cur, sh->nren, NULL, 0));
 	if (sh->nren > 0)
 		appendStringInfo(&buf, ", updl AS (UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS c "
 						 "WHERE %s AND ROW(%s) IS DISTINCT FROM ROW(%s) RETURNING 1)",
-						 legacy, ms_cols(NULL, sh->ren_leg, sh->nren, false, 0),
-						 ms_cols("c", sh->ren_cur, sh->nren, false, 0), rows,
+						 legacy, ms_cols(NULL, sh->ren_leg, sh->nren, NULL, 0),
+						 ms_cols("c", sh->ren_cur, sh->nren, NULL, 0), rows,
 						 ms_same_key("t", def->legacy_key, "c", def->key, n),
-						 ms_cols("t", sh->ren_leg, sh->nren, false, 0),
-						 ms_cols("c", sh->ren_cur, sh->nren, false, 0));
+						 ms_cols("t", sh->ren_leg, sh->nren, NULL, 0),
+						 ms_cols("c", sh->ren_cur, sh->nren, NULL, 0));
 	appendStringInfo(&buf, ", updj AS (UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS c JOIN ONLY %s AS l ON %s "
 					 "WHERE t.%s = l.%s AND ROW(%s) IS DISTINCT FROM ROW(%s) RETURNING 1)",
-					 joined, ms_cols(NULL, sh->join_cols, sh->njoin, false, 0),
-					 ms_cols("c", sh->join_targets, sh->njoin, false, 0), rows, legacy,
+					 joined, ms_cols(NULL, sh->join_cols, sh->njoin, NULL, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, NULL, 0), rows, legacy,
 					 ms_same_key("l", def->legacy_key, "c", def->key, n), jkey, via,
-					 ms_cols("t", sh->join_cols, sh->njoin, false, 0),
-					 ms_cols("c", sh->join_targets, sh->njoin, false, 0));
+					 ms_cols("t", sh->join_cols, sh->njoin, NULL, 0),
+					 ms_cols("c", sh->join_targets, sh->njoin, NULL, 0));
 	if (all)
 		appendStringInfo(&buf, ", del AS (DELETE FROM ONLY %s AS t WHERE NOT EXISTS (SELECT FROM %s AS c WHERE %s) RETURNING 1)",
 						 legacy, rows, ms_same_key("c", def->key, "t", def->legacy_key, n));
@@ -1416,12 +1404,12 @@ ms_join_down(const MsLinkDef *def, const char *rows, bool all)
 						 "WHERE %s AND j.%s IN (SELECT l2.%s FROM %s AS c JOIN ONLY %s AS l2 ON %s) "
 						 "AND ROW(%s) IS DISTINCT FROM ROW(%s)",
 						 MsQualifiedRelName(def->current),
-						 ms_cols(NULL, sh->join_targets, sh->njoin, false, 0),
-						 ms_cols("j", sh->join_cols, sh->njoin, false, 0), joined, legacy, via, jkey,
+						 ms_cols(NULL, sh->join_targets, sh->njoin, NULL, 0),
+						 ms_cols("j", sh->join_cols, sh->njoin, NULL, 0), joined, legacy, via, jkey,
 						 ms_same_key("t", def->key, "l", def->legacy_key, n), jkey, via, rows, legacy,
 						 ms_same_key("l2", def->legacy_key, "c", def->key, n),
-						 ms_cols("t", sh->join_targets, sh->njoin, false, 0),
-						 ms_cols("j", sh->join_cols, sh->njoin, false, 0));
+						 ms_cols("t", sh->join_targets, sh->njoin, NULL, 0),
+						 ms_cols("j", sh->join_cols, sh->njoin, NULL, 0));
 
 	return buf.data;
 }
@@ -1469,13 +1457,13 @@ MsShapeJoinSql(const MsLinkDef *def)
 	return psprintf("UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS n JOIN ONLY %s AS l ON l.%s = n.%s "
 					"WHERE %s AND ROW(%s) IS DISTINCT FROM ROW(%s)",
 					MsQualifiedRelName(def->current),
-					ms_cols(NULL, sh->join_targets, sh->njoin, false, 0),
-					ms_cols("n", sh->join_cols, sh->njoin, false, 0), MS_NEW_TABLE,
+					ms_cols(NULL, sh->join_targets, sh->njoin, NULL, 0),
+					ms_cols("n", sh->join_cols, sh->njoin, NULL, 0), MS_NEW_TABLE,
 					MsQualifiedRelName(def->legacy), quote_identifier(sh->via),
 					quote_identifier(sh->join_key),
 					ms_same_key("t", def->key, "l", def->legacy_key, def->nkeys),
-					ms_cols("t", sh->join_targets, sh->njoin, false, 0),
-					ms_cols("n", sh->join_cols, sh->njoin, false, 0));
+					ms_cols("t", sh->join_targets, sh->njoin, NULL, 0),
+					ms_cols("n", sh->join_cols, sh->njoin, NULL, 0));
 }
 
 /*
@@ -1510,14 +1498,14 @@ ms_join_verify_sql(const MsLinkDef *def)
 	}
 	appendStringInfo(&buf, " FROM (SELECT %s, %s%s%s FROM ONLY %s AS l LEFT JOIN ONLY %s AS j ON j.%s = l.%s) AS l",
 					 ms_key_cols("l", def->legacy_key, n, true),
-					 ms_cols("l", sh->ren_leg, sh->nren, true, 1), sh->nren ? ", " : "",
-					 ms_cols("j", sh->join_cols, sh->njoin, true, sh->nren + 1),
+					 ms_cols("l", sh->ren_leg, sh->nren, "v", 1), sh->nren ? ", " : "",
+					 ms_cols("j", sh->join_cols, sh->njoin, "v", sh->nren + 1),
 					 MsQualifiedRelName(def->legacy), MsQualifiedRelName(sh->join_relid),
 					 quote_identifier(sh->join_key), quote_identifier(sh->via));
 	appendStringInfo(&buf, " FULL JOIN (SELECT %s, %s%s%s FROM ONLY %s AS c) AS c ON %strue",
 					 ms_key_cols("c", def->key, n, true),
-					 ms_cols("c", sh->ren_cur, sh->nren, true, 1), sh->nren ? ", " : "",
-					 ms_cols("c", sh->join_targets, sh->njoin, true, sh->nren + 1),
+					 ms_cols("c", sh->ren_cur, sh->nren, "v", 1), sh->nren ? ", " : "",
+					 ms_cols("c", sh->join_targets, sh->njoin, "v", sh->nren + 1),
 					 MsQualifiedRelName(def->current), ms_key_match("l", NULL, "c", n));
 	appendStringInfoString(&buf, " WHERE l.k1 IS NULL OR c.k1 IS NULL OR ROW(");
 	for (int v = 0; v < nv; v++)
